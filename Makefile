@@ -1,0 +1,46 @@
+# Two commands do everything on a fresh machine:
+#   make run    set up .venv and run the default demo (unrolled demo)
+#   make test   set up .venv with the dev extras and run the test suite
+#
+# torch is installed first, pinned, so that pip never replaces it with another build. On a GPU machine pick
+# the build you want, e.g.  make run TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+WORKERS ?=
+
+.PHONY: run test lint bench repro clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install $(TORCH)
+	$(BIN)/pip install -e '.[plot]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install $(TORCH)
+	$(BIN)/pip install -e '.[dev,plot]'
+	touch $@
+
+run: $(VENV)/.installed-run
+	$(BIN)/unrolled demo $(if $(WORKERS),--workers $(WORKERS))
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_attention.py
+	$(BIN)/python benchmarks/bench_cg.py
+
+repro: $(VENV)/.installed-run
+	$(BIN)/python benchmarks/reproduction_suite.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

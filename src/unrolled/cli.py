@@ -1,0 +1,170 @@
+"""The ``unrolled`` command: run experiments from configs, rebuild and overlay reports, run the demo.
+
+    unrolled run CONFIG [--set key=value ...] [--out DIR] [--resume]
+    unrolled run --resume --out DIR            (continue a run from its saved config)
+    unrolled report RUN_DIR [RUN_DIR ...] [--out DIR]
+    unrolled demo [--out DIR]
+    unrolled configs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from unrolled.config import ConfigError, apply_overrides, from_dict, load_config, load_yaml
+from unrolled.config import ExperimentConfig as _Experiment
+
+DEMO_OUT = Path("runs/demo")
+
+
+def config_dirs() -> list[Path]:
+    """Where config names are looked up: ./configs, then the repository's configs/ (source checkouts)."""
+    dirs = [Path.cwd() / "configs", Path(__file__).resolve().parents[2] / "configs"]
+    seen, out = set(), []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in seen:
+            seen.add(d.resolve())
+            out.append(d)
+    return out
+
+
+def available_configs() -> list[str]:
+    return sorted({p.stem for d in config_dirs() for p in d.glob("*.yaml")})
+
+
+def resolve_config(name_or_path: str) -> Path:
+    """A config file from a path, or from a name in :func:`config_dirs` (``demo`` -> configs/demo.yaml)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    for d in config_dirs():
+        for candidate in (d / name_or_path, d / f"{name_or_path}.yaml"):
+            if candidate.is_file():
+                return candidate
+    names = ", ".join(available_configs()) or "none found"
+    raise ConfigError(f"{name_or_path}: no such config file or config name (known names: {names})")
+
+
+def _print_summary(results: dict, out: Path) -> None:
+    from unrolled.report import markdown_table
+
+    print()
+    print(f"{results['name']} — log loss at the query ({results['evaluation']}), mean ± std over seeds:")
+    print(markdown_table(results, results["headline_split"]))
+    print()
+    print(f"run folder: {out}  (report: {out / 'report.md'})")
+
+
+def default_workers() -> int:
+    """One worker process per core, at most 4 (each runs one unit with one thread)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _run(cfg: _Experiment, out: Path, resume: bool, args: argparse.Namespace, hint: str) -> int:
+    from unrolled.experiment import run_experiment
+    from unrolled.train.loop import NonFiniteLossError
+
+    try:
+        results = run_experiment(
+            cfg, out, resume=resume, progress=not args.no_progress, workers=args.workers or default_workers()
+        )
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: {hint}", file=sys.stderr)
+        return 130
+    _print_summary(results, out)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.config is None:
+        if not (args.resume and args.out):
+            raise ConfigError("give a CONFIG, or --resume --out RUN_DIR to continue a run")
+        saved = Path(args.out) / "config.yaml"
+        cfg = from_dict(_Experiment, apply_overrides(load_yaml(saved), args.set))
+    else:
+        cfg = load_config(resolve_config(args.config), args.set)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    hint = f"unrolled run {args.config or ''} --resume --out {out}".replace("  ", " ")
+    return _run(cfg, out, args.resume, args, hint)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    cfg = load_config(resolve_config("demo"), args.set)
+    out = Path(args.out) if args.out else DEMO_OUT
+    print(f"unrolled demo: {cfg.description.strip()}")
+    print(f"writing to {out} (re-running continues or re-reports the same run)")
+    return _run(cfg, out, True, args, f"unrolled demo --out {out}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from unrolled.report import overlay, write_report
+
+    for d in args.run_dirs:
+        print(f"wrote {write_report(d)}")
+    if len(args.run_dirs) > 1:
+        out = Path(args.out) if args.out else Path("runs") / "overlay"
+        print(f"wrote {overlay(args.run_dirs, out)}")
+    return 0
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    for d in config_dirs():
+        for p in sorted(d.glob("*.yaml")):
+            try:
+                desc = load_config(p).description.strip().splitlines()[0]
+            except (ConfigError, IndexError):
+                desc = ""
+            print(f"{p.stem:36s} {desc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unrolled", description="Transformers as optimization algorithms.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an experiment config into a run folder")
+    run.add_argument("config", nargs="?", help="a YAML file, or a name from configs/ (see `unrolled configs`)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    run.add_argument("--out", help="run folder (default: runs/<name>)")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--workers", type=int, help="worker processes (default: one per core, at most 4)")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="the default demo: a Memformer against CG and the linear transformer")
+    demo.add_argument("--out", help=f"run folder (default: {DEMO_OUT})")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--workers", type=int, help="worker processes (default: one per core, at most 4)")
+    demo.set_defaults(func=cmd_demo)
+
+    rep = sub.add_parser("report", help="rebuild reports of run folders; overlay several")
+    rep.add_argument("run_dirs", nargs="+")
+    rep.add_argument("--out", help="folder for the overlay of several runs (default: runs/overlay)")
+    rep.set_defaults(func=cmd_report)
+
+    cfgs = sub.add_parser("configs", help="list the configs under configs/")
+    cfgs.set_defaults(func=cmd_configs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from unrolled.experiment import RunFolderError
+
+    try:
+        return int(args.func(args))
+    except (ConfigError, RunFolderError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,539 @@
+"""Typed experiment configs, loaded from YAML and validated on load.
+
+A config is a tree of frozen dataclasses. :func:`from_dict` builds it from plain data and checks every key
+against the dataclass fields and type hints; each dataclass may add a ``validate(path)`` method for ranges.
+Every error is a :class:`ConfigError` whose message starts with the dotted key it is about, e.g.
+``task.d: must be >= 1, got 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, of the wrong type, or out of range; the message names the key."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# generic machinery
+
+
+def _fmt(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) < len(get_args(tp)):
+            inner = args[0] if len(args) == 1 else Union[tuple(args)]  # noqa: UP007
+            return True, inner
+    return False, tp
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{path}: must not be empty (null)")
+    tp = inner
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin in (Union, types.UnionType):
+        members = [a for a in get_args(tp) if dataclasses.is_dataclass(a)]
+        if members and len(members) == len(get_args(tp)):
+            return _convert_tagged(value, members, path)
+        raise TypeError(f"unsupported union type at {path}: {tp}")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{path}: must be one of {', '.join(map(repr, choices))}; got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_fmt(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {_fmt(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a number, got {_fmt(value)}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{path}: expected a number, got {_fmt(value)}")
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {_fmt(value)}")
+        return value
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {_fmt(value)}")
+        args = get_args(tp)
+        item_tp = args[0] if args else Any
+        items = [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items)
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {_fmt(value)}")
+        key_tp, val_tp = get_args(tp)
+        return {
+            _convert(k, key_tp, f"{path}"): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()
+        }
+    raise TypeError(f"unsupported config type at {path}: {tp}")
+
+
+def _convert_tagged(value: Any, members: list[type], path: str) -> Any:
+    """Pick the dataclass of a tagged union by its ``kind`` key (each member lists its kinds in KINDS)."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: expected a mapping, got {_fmt(value)}")
+    kind = value.get("kind")
+    known: list[str] = []
+    for cls in members:
+        kinds = cls.KINDS  # type: ignore[attr-defined]
+        known.extend(kinds)
+        if kind in kinds:
+            return from_dict(cls, value, path)
+    if kind is None:
+        raise ConfigError(f"{path}.kind: missing; one of {', '.join(known)}")
+    hint = difflib.get_close_matches(str(kind), known, n=1)
+    more = f" (did you mean {hint[0]!r}?)" if hint else ""
+    raise ConfigError(f"{path}.kind: unknown kind {kind!r}{more}; one of {', '.join(known)}")
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from plain data, checking keys, types and (via ``validate``) ranges."""
+    where = path or "config"
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {_fmt(data)}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in data:
+        if key not in fields:
+            hint = difflib.get_close_matches(str(key), list(fields), n=1)
+            more = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(
+                f"{_join(path, key)}: unknown key{more}; allowed keys: {', '.join(sorted(fields))}"
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        key_path = _join(path, name)
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], key_path)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key_path}: missing (required)")
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(path)
+    return obj
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain data (dicts, lists, scalars) of a config tree, ready for YAML."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def check(condition: bool, path: str, message: str) -> None:
+    """Raise :class:`ConfigError` with ``path: message`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(f"{path}: {message}")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path``; errors name the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (dotted keys; list items by index or by their ``name``).
+
+    Values are parsed as YAML scalars or flow collections (``train.lr=0.003``, ``seeds=[0,1]``).
+    Returns a new dict; the input is not modified.
+    """
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+        parts = key.strip().split(".")
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            node = _descend(node, part, ".".join(parts[: i + 1]))
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_list_index(node, last, key)] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"{key}: cannot set a key inside a {type(node).__name__}")
+    return data
+
+
+def _descend(node: Any, part: str, path: str) -> Any:
+    if isinstance(node, list):
+        return node[_list_index(node, part, path)]
+    if isinstance(node, dict):
+        if part not in node or node[part] is None:
+            node[part] = {}
+        return node[part]
+    raise ConfigError(f"{path}: cannot descend into a {type(node).__name__}")
+
+
+def _list_index(node: list[Any], part: str, path: str) -> int:
+    if part.lstrip("-").isdigit():
+        i = int(part)
+        if not -len(node) <= i < len(node):
+            raise ConfigError(f"{path}: index {i} out of range for a list of {len(node)}")
+        return i
+    for i, item in enumerate(node):
+        if isinstance(item, dict) and item.get("name") == part:
+            return i
+    names = [str(item.get("name")) for item in node if isinstance(item, dict)]
+    raise ConfigError(f"{path}: no list item named {part!r}; names: {', '.join(names)}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the experiment config
+
+
+@dataclass(frozen=True)
+class MixtureComponent:
+    """One Gaussian component of a mixture distribution for the inputs x."""
+
+    mean: float
+    variance: float
+    weight: float
+
+    def validate(self, path: str) -> None:
+        check(self.variance > 0, f"{path}.variance", f"must be > 0, got {self.variance}")
+        check(self.weight > 0, f"{path}.weight", f"must be > 0, got {self.weight}")
+
+
+@dataclass(frozen=True)
+class RegressionConfig:
+    """In-context linear regression (PAPERS.md A.1).
+
+    ``covariance`` picks how x and w* are drawn:
+      * ``isotropic``: x ~ N(0, I), w* ~ N(0, I).
+      * ``rotated`` (the published figures): x = U D g, w* = U D⁻¹ g', D = diag(scales).
+      * ``rotated_text`` (the paper's text): Σ = Uᵀ diag(scales) U, x ~ N(0, Σ), w* ~ N(0, Σ⁻¹).
+      * ``mixture``: every coordinate of a token's x from the same mixture component; w* ~ N(0, I).
+    ``variance`` (σ²) scales the variance of both x and w*; ``label_noise`` is the std of label noise.
+    """
+
+    kind: Literal["regression"] = "regression"
+    d: int = 5
+    n: int = 20
+    covariance: Literal["isotropic", "rotated", "rotated_text", "mixture"] = "rotated"
+    scales: tuple[float, ...] | None = None
+    variance: float = 1.0
+    label_noise: float = 0.0
+    mixture: tuple[MixtureComponent, ...] | None = None
+
+    def validate(self, path: str) -> None:
+        check(self.d >= 1, _join(path, "d"), f"must be >= 1, got {self.d}")
+        check(self.n >= 1, _join(path, "n"), f"must be >= 1, got {self.n}")
+        check(self.variance > 0, _join(path, "variance"), f"must be > 0, got {self.variance}")
+        check(self.label_noise >= 0, _join(path, "label_noise"), f"must be >= 0, got {self.label_noise}")
+        if self.scales is not None:
+            check(
+                len(self.scales) == self.d,
+                _join(path, "scales"),
+                f"needs d = {self.d} entries, got {len(self.scales)}",
+            )
+            check(all(s > 0 for s in self.scales), _join(path, "scales"), "entries must be > 0")
+        elif self.covariance in ("rotated", "rotated_text"):
+            check(
+                self.d == 5,
+                _join(path, "scales"),
+                f"required for covariance {self.covariance!r} when d != 5 (the default "
+                "diag(1, 1, 1/2, 1/4, 1) is the paper's, for d = 5)",
+            )
+        if self.covariance == "mixture":
+            check(bool(self.mixture), _join(path, "mixture"), "required for covariance 'mixture'")
+        else:
+            check(
+                self.mixture is None,
+                _join(path, "mixture"),
+                f"only used with covariance 'mixture', not {self.covariance!r}",
+            )
+
+    @property
+    def resolved_scales(self) -> tuple[float, ...]:
+        """The diagonal D of the rotated families (PAPERS.md A.1 default for d = 5)."""
+        if self.scales is not None:
+            return self.scales
+        return (1.0, 1.0, 0.5, 0.25, 1.0)
+
+
+ATTENTION_FORMS = Literal["reassociated", "direct"]
+
+
+@dataclass(frozen=True)
+class LearnedMethod:
+    """A trained in-context solver: the linear transformer or one of the Memformers.
+
+    kinds:
+      * ``linear_transformer``: Ahn et al.; Z ← Z + attn_l(Z).
+      * ``memformer_cgd``: CGD-like memory, R_l = attn_l(Z_l) + γ_l R_{l-1}, Z ← Z + α_l R_l.
+      * ``memformer_lfom``: LFOM memory, Z ← Z + Σ_{j≤l} Γ_j ⊙ attn_j(Z_j).
+      * ``memformer_lfom_plus``: Z ← Z + attn_l(Z_l) + Σ_{j<l} Γ_j ⊙ attn_j(Z_j) (GD++/NAG variant).
+      * ``memformer_recurrent``: R ← β_l R + γ_l Σ_h attn_{l,h}(Z), Z ← Z + α_l R, A_l = a_l I.
+    """
+
+    KINDS: typing.ClassVar[tuple[str, ...]] = (
+        "linear_transformer",
+        "memformer_cgd",
+        "memformer_lfom",
+        "memformer_lfom_plus",
+        "memformer_recurrent",
+    )
+    name: str
+    kind: str
+    A: Literal["full", "scalar", "fixed"] = "full"
+    B: Literal["zero", "free"] = "zero"
+    heads: int = 1
+    init_std: float = 0.1
+    fixed_scale: float = 1.0
+    gamma_init: float = 0.0
+    attention: ATTENTION_FORMS = "reassociated"
+    label: str | None = None
+
+    def validate(self, path: str) -> None:
+        check(self.heads >= 1, _join(path, "heads"), f"must be >= 1, got {self.heads}")
+        check(self.init_std >= 0, _join(path, "init_std"), f"must be >= 0, got {self.init_std}")
+        if self.kind == "memformer_recurrent":
+            check(self.A == "scalar", _join(path, "A"), "memformer_recurrent uses A_l = a_l I: set A: scalar")
+
+
+@dataclass(frozen=True)
+class ClassicalMethod:
+    """A classical first-order method run per prompt (batched).
+
+    ``objective`` sets the gradient's scale: ``sum`` is ∇ ½‖Xw − y‖² (the published baselines' step sizes
+    refer to it), ``mean`` is ∇ (1/2n)‖Xw − y‖² (the scale of Ahn et al.'s Lemma 1). With ``tune: true``
+    the step size (and momentum) is chosen per depth on validation prompts from the grids.
+    ``preconditioner: inverse_covariance`` gives GD the task's true Σ_x⁻¹ (an oracle baseline).
+    """
+
+    KINDS: typing.ClassVar[tuple[str, ...]] = ("gd", "momentum", "nesterov", "cg")
+    name: str
+    kind: str
+    lr: float | None = None
+    momentum: float | None = None
+    objective: Literal["sum", "mean"] = "sum"
+    preconditioner: Literal["identity", "inverse_covariance"] = "identity"
+    tune: bool = False
+    lr_grid: tuple[float, ...] | None = None
+    momentum_grid: tuple[float, ...] | None = None
+    label: str | None = None
+
+    def validate(self, path: str) -> None:
+        has_lr = self.kind in ("gd", "momentum", "nesterov")
+        has_mom = self.kind in ("momentum", "nesterov")
+        if self.kind == "cg":
+            for key in ("lr", "momentum", "lr_grid", "momentum_grid"):
+                check(getattr(self, key) is None, _join(path, key), "conjugate gradient has no step size")
+            check(not self.tune, _join(path, "tune"), "conjugate gradient has nothing to tune")
+        if has_lr and not self.tune:
+            check(self.lr is not None, _join(path, "lr"), f"required for {self.kind} unless tune: true")
+        if self.lr is not None:
+            check(self.lr > 0, _join(path, "lr"), f"must be > 0, got {self.lr}")
+        if has_mom and not self.tune:
+            check(self.momentum is not None, _join(path, "momentum"), f"required for {self.kind}")
+        if not has_mom:
+            check(self.momentum is None, _join(path, "momentum"), f"{self.kind} has no momentum")
+            check(self.momentum_grid is None, _join(path, "momentum_grid"), f"{self.kind} has no momentum")
+        if self.momentum is not None:
+            check(0 <= self.momentum < 1, _join(path, "momentum"), f"must be in [0, 1), got {self.momentum}")
+        if self.preconditioner != "identity":
+            check(self.kind == "gd", _join(path, "preconditioner"), "only gd takes a preconditioner")
+        for key in ("lr_grid", "momentum_grid"):
+            grid = getattr(self, key)
+            if grid is not None:
+                check(len(grid) > 0, _join(path, key), "must not be empty")
+                check(self.tune, _join(path, key), "only used with tune: true")
+
+
+MethodConfig = LearnedMethod | ClassicalMethod
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedule: constant, step (×``factor`` every ``every`` steps) or cosine to 0."""
+
+    kind: Literal["constant", "step", "cosine"] = "constant"
+    every: int = 4000
+    factor: float = 0.5
+
+    def validate(self, path: str) -> None:
+        check(self.every >= 1, _join(path, "every"), f"must be >= 1, got {self.every}")
+        check(0 < self.factor <= 1, _join(path, "factor"), f"must be in (0, 1], got {self.factor}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How learned solvers are fit.
+
+    ``protocol``:
+      * ``online`` (default): a fresh batch of ``batch_size`` prompts every ``resample_every`` steps.
+      * ``fixed_batch``: one batch of ``batch_size`` prompts drawn once and used for every step (the
+        protocol that produced the published Memformer figures).
+    ``clip`` bounds the gradient norm of each parameter tensor separately (per matrix), as in the paper.
+    """
+
+    protocol: Literal["online", "fixed_batch"] = "online"
+    steps: int = 1000
+    batch_size: int = 1000
+    resample_every: int = 1
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    clip: float | None = None
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    log_every: int = 10
+    checkpoint_every: int = 200
+
+    def validate(self, path: str) -> None:
+        for key in ("steps", "batch_size", "resample_every", "log_every", "checkpoint_every"):
+            value = getattr(self, key)
+            check(value >= 1, _join(path, key), f"must be >= 1, got {value}")
+        check(self.lr > 0, _join(path, "lr"), f"must be > 0, got {self.lr}")
+        check(len(self.betas) == 2, _join(path, "betas"), f"needs 2 entries, got {len(self.betas)}")
+        check(all(0 <= b < 1 for b in self.betas), _join(path, "betas"), "entries must be in [0, 1)")
+        check(self.weight_decay >= 0, _join(path, "weight_decay"), "must be >= 0")
+        if self.clip is not None:
+            check(self.clip > 0, _join(path, "clip"), f"must be > 0, got {self.clip}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation: ``batch_size`` fresh held-out prompts per seed (the same prompts for every method).
+
+    ``in_sample: true`` evaluates on the training batch instead (fixed_batch protocol only) and labels
+    every number as in-sample. ``validation_size`` prompts (separate from test) tune classical baselines.
+    """
+
+    batch_size: int = 1000
+    in_sample: bool = False
+    validation_size: int = 1000
+
+    def validate(self, path: str) -> None:
+        check(self.batch_size >= 1, _join(path, "batch_size"), f"must be >= 1, got {self.batch_size}")
+        check(self.validation_size >= 1, _join(path, "validation_size"), "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One experiment: a task, the methods to compare, seeds, depths, training and evaluation."""
+
+    name: str
+    task: RegressionConfig
+    methods: tuple[MethodConfig, ...]
+    description: str = ""
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    depths: tuple[int, ...] = (1, 2, 3, 4)
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = "cpu"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    published: dict[str, tuple[float, ...]] | None = None
+    published_source: str = ""
+
+    def validate(self, path: str) -> None:
+        check(len(self.methods) > 0, "methods", "needs at least one method")
+        names = [m.name for m in self.methods]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        check(not dup, "methods", f"duplicate method names: {', '.join(dup)}")
+        check(len(self.seeds) > 0, "seeds", "needs at least one seed")
+        check(len(set(self.seeds)) == len(self.seeds), "seeds", "must be distinct")
+        check(len(self.depths) > 0, "depths", "needs at least one depth (no layers)")
+        for i, L in enumerate(self.depths):
+            check(L >= 1, f"depths[{i}]", f"must be >= 1 (a model needs layers), got {L}")
+        check(len(set(self.depths)) == len(self.depths), "depths", "must be distinct")
+        if self.eval.in_sample:
+            check(
+                self.train.protocol == "fixed_batch",
+                "eval.in_sample",
+                "in-sample evaluation needs train.protocol: fixed_batch (online training has no single "
+                "training batch)",
+            )
+        if self.published is not None:
+            for key, values in self.published.items():
+                check(key in names, f"published.{key}", f"no method named {key!r}")
+                check(
+                    len(values) == len(self.depths),
+                    f"published.{key}",
+                    f"needs one value per depth ({len(self.depths)}), got {len(values)}",
+                )
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ConfigError(f"device: expected 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depths)
+
+    def method(self, name: str) -> MethodConfig:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Load and validate an experiment config from YAML, applying ``key=value`` overrides first."""
+    data = apply_overrides(load_yaml(path), overrides)
+    return from_dict(ExperimentConfig, data)
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML text."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

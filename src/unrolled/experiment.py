@@ -1,0 +1,467 @@
+"""Experiments: a validated config becomes a run folder.
+
+A run folder holds ``config.yaml`` (resolved), ``metrics.jsonl`` (training losses), ``checkpoints/``,
+``units/`` (one JSON per finished unit of work), ``results.json``, ``report.md`` and the plots. A *unit* is one
+learned method trained at one depth for one seed, or one classical method evaluated for one seed at every
+depth. Finished units are skipped on ``resume``; an interrupted unit continues from its checkpoint, so an
+interrupted and resumed run gives the same results as an uninterrupted one.
+
+Every seed has its own task (its own rotation U), its own held-out test prompts (shared by all methods),
+validation prompts (for tuning classical step sizes), and training stream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import queue
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from unrolled.config import ClassicalMethod, ExperimentConfig, LearnedMethod, MethodConfig, dump_config
+from unrolled.models import build_model
+from unrolled.seeding import generator
+from unrolled.solvers import (
+    ConjugateGradient,
+    FirstOrderSolver,
+    GradientDescent,
+    HeavyBall,
+    Nesterov,
+    default_lr_grid,
+    tune,
+)
+from unrolled.solvers.tuning import DEFAULT_MOMENTA
+from unrolled.tasks.regression import RegressionBatch, RegressionTask
+from unrolled.train.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, read_json
+from unrolled.train.loop import train
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be used as asked (exists without --resume, or holds another config)."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work: a learned method at one depth, or a classical method at all depths, for one seed."""
+
+    method: MethodConfig
+    seed: int
+    depth: int | None
+
+    @property
+    def key(self) -> str:
+        tail = f"seed{self.seed}" if self.depth is None else f"seed{self.seed}_L{self.depth}"
+        return f"{self.method.name}/{tail}"
+
+    @property
+    def learned(self) -> bool:
+        return isinstance(self.method, LearnedMethod)
+
+
+def plan(cfg: ExperimentConfig) -> list[Unit]:
+    """Every unit of an experiment, seed-major."""
+    units = []
+    for seed in cfg.seeds:
+        for m in cfg.methods:
+            if isinstance(m, LearnedMethod):
+                units.extend(Unit(m, seed, L) for L in cfg.depths)
+            else:
+                units.append(Unit(m, seed, None))
+    return units
+
+
+def build_classical(
+    method: ClassicalMethod, task: RegressionTask, lr: float | None, momentum: float | None
+) -> FirstOrderSolver:
+    """The classical solver a config entry describes, with the given step size and momentum."""
+    if method.kind == "cg":
+        return ConjugateGradient()
+    assert lr is not None
+    if method.kind == "gd":
+        P = None
+        if method.preconditioner == "inverse_covariance":
+            P = torch.linalg.inv(task.input_second_moment())
+        gd = GradientDescent(lr, preconditioner=P, objective=method.objective)
+        return gd
+    assert momentum is not None
+    cls = HeavyBall if method.kind == "momentum" else Nesterov
+    return cls(lr, momentum, objective=method.objective)
+
+
+class _SeedData:
+    """The prompts of one seed: held-out test, validation, and (fixed_batch) the training batch."""
+
+    def __init__(self, cfg: ExperimentConfig, seed: int, dtype: torch.dtype, device: str) -> None:
+        self.task = RegressionTask(cfg.task, seed)
+        self.test = self.task.sample(cfg.eval.batch_size, generator(seed, "test"), dtype, device)
+        self.validation = self.task.sample(cfg.eval.validation_size, generator(seed, "validation"), dtype, device)
+        self.train_batch: RegressionBatch | None = None
+        if cfg.train.protocol == "fixed_batch":
+            # the same draw the training loop makes first from this seed's training stream
+            self.train_batch = self.task.sample(cfg.train.batch_size, generator(seed, "train"), dtype, device)
+
+
+def _losses(values: torch.Tensor) -> list[float]:
+    return [float(v) for v in values.detach().cpu()]
+
+
+class ExperimentRunner:
+    """Runs (or resumes) an experiment into a run folder. See the module docstring."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        out_dir: str | Path,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        on_step: Callable[[Unit, int], None] | None = None,
+        log: Callable[[str], None] = print,
+        workers: int = 1,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if workers > 1 and on_step is not None:
+            raise ValueError("on_step callbacks need workers=1 (they run in the main process)")
+        self.workers = workers
+        self.cfg, self.out, self.resume, self.progress = cfg, Path(out_dir), resume, progress
+        self.on_step, self.log = on_step, log
+        self.dtype = DTYPES[cfg.dtype]
+        if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RunFolderError(f"device: {cfg.device!r} asked for, but CUDA is not available here")
+        self.device = cfg.device
+
+    # -- run folder ----------------------------------------------------------------------------------------
+    def unit_path(self, unit: Unit) -> Path:
+        return self.out / "units" / f"{unit.key}.json"
+
+    def checkpoint_path(self, unit: Unit) -> Path:
+        return self.out / "checkpoints" / f"{unit.key}.pt"
+
+    def _prepare(self) -> None:
+        cfg_file = self.out / "config.yaml"
+        text = dump_config(self.cfg)
+        if cfg_file.exists():
+            if not self.resume:
+                raise RunFolderError(
+                    f"{self.out} already holds a run; pass --resume to continue it, or choose another --out"
+                )
+            old = cfg_file.read_text()
+            if old != text:
+                raise RunFolderError(
+                    f"{cfg_file} differs from the config given ({_first_difference(old, text)}); "
+                    "resume with the same config, or choose another --out"
+                )
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cfg_file, text)
+        self._trim_metrics()
+
+    def _trim_metrics(self) -> None:
+        """Drop metric lines of unfinished units past their last checkpoint (they will be logged again)."""
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep_upto: dict[str, int] = {}
+        for unit in plan(self.cfg):
+            if unit.learned and not self.unit_path(unit).exists():
+                ckpt = self.checkpoint_path(unit)
+                keep_upto[unit.key] = int(load_checkpoint(ckpt)["step"]) if ckpt.exists() else 0
+        lines = []
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            key = f"{rec.get('method')}/seed{rec.get('seed')}_L{rec.get('depth')}"
+            if key in keep_upto and rec.get("step", 0) > keep_upto[key]:
+                continue
+            lines.append(line)
+        atomic_write_text(path, "".join(f"{ln}\n" for ln in lines))
+
+    # -- work ----------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run every unfinished unit, then aggregate ``results.json`` and write the report."""
+        t0 = time.perf_counter()
+        self._prepare()
+        units = plan(self.cfg)
+        todo = [u for u in units if not self.unit_path(u).exists()]
+        if len(todo) < len(units):
+            self.log(f"resuming {self.out}: {len(units) - len(todo)} of {len(units)} units already done")
+        total_steps = sum(self.cfg.train.steps for u in todo if u.learned)
+        bar = tqdm(
+            total=total_steps,
+            disable=not self.progress or total_steps == 0,
+            desc=self.cfg.name,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 30.0,
+        )
+        try:
+            if self.workers > 1 and len(todo) > 1:
+                self._run_parallel(todo, bar)
+            else:
+                data: dict[int, _SeedData] = {}
+                for unit in todo:
+                    if unit.seed not in data:
+                        data = {unit.seed: _SeedData(self.cfg, unit.seed, self.dtype, self.device)}
+                    bar.set_postfix_str(unit.key)
+                    self.run_unit(unit, data[unit.seed], bar.update)
+        finally:
+            bar.close()
+        results = aggregate(self.cfg, [read_json(self.unit_path(u)) for u in units])
+        results["timing"] = {
+            "this_invocation_seconds": time.perf_counter() - t0,
+            "compute_seconds": sum(read_json(self.unit_path(u))["seconds"] for u in units),
+            "workers": self.workers,
+        }
+        atomic_write_json(self.out / "results.json", results)
+        from unrolled.report import write_report
+
+        write_report(self.out)
+        return results
+
+    def run_unit(self, unit: Unit, data: _SeedData, advance: Callable[[int], object]) -> None:
+        """Run one unit and write its record to ``units/`` atomically."""
+        if unit.learned:
+            record = self._run_learned(unit, data, advance)
+        else:
+            record = self._run_classical(unit, data)
+        atomic_write_json(self.unit_path(unit), record)
+
+    def _run_parallel(self, todo: list[Unit], bar: tqdm) -> None:
+        """Units in ``workers`` processes (one thread each); results do not depend on the worker count."""
+        ctx = mp.get_context("spawn")
+        progress = ctx.Queue()
+        with ctx.Pool(self.workers, initializer=_worker_init, initargs=(progress,)) as pool:
+            pending = [
+                pool.apply_async(_worker_run, (self.cfg, str(self.out), unit)) for unit in todo
+            ]
+            while pending:
+                try:
+                    bar.update(progress.get(timeout=0.2))
+                except queue.Empty:
+                    pass
+                for job in [j for j in pending if j.ready()]:
+                    pending.remove(job)
+                    bar.set_postfix_str(job.get())  # re-raises a worker's error here
+            while not progress.empty():
+                bar.update(progress.get())
+
+    def _run_learned(self, unit: Unit, data: _SeedData, advance: Callable[[int], object]) -> dict[str, Any]:
+        assert isinstance(unit.method, LearnedMethod) and unit.depth is not None
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        model = build_model(
+            unit.method, cfg.task.d, cfg.task.n, unit.depth, generator(unit.seed, unit.method.name, unit.depth, "init")
+        )
+        metrics_path = self.out / "metrics.jsonl"
+
+        def on_log(rec: dict[str, Any]) -> None:
+            line = {"method": unit.method.name, "seed": unit.seed, "depth": unit.depth, **rec}
+            with metrics_path.open("a") as f:  # one write per line: safe to share between workers
+                f.write(json.dumps(line) + "\n")
+
+        def on_step(step: int) -> None:
+            advance(1)
+            if self.on_step is not None:
+                self.on_step(unit, step)
+
+        ckpt = self.checkpoint_path(unit)
+        if ckpt.exists():
+            advance(int(load_checkpoint(ckpt)["step"]))
+        result = train(
+            model,
+            data.task,
+            cfg.train,
+            generator(unit.seed, "train"),
+            dtype=self.dtype,
+            device=self.device,
+            checkpoint=ckpt,
+            on_log=on_log,
+            on_step=on_step,
+            where=f"method {unit.method.name}, seed {unit.seed}, depth {unit.depth}",
+        )
+        record: dict[str, Any] = {
+            "method": unit.method.name,
+            "seed": unit.seed,
+            "depth": unit.depth,
+            "final_train_loss": result.final_loss,
+            "steps": result.steps,
+        }
+        with torch.no_grad():
+            record["layerwise"] = {"test": {str(unit.depth): _losses(model(data.test).layerwise_losses(data.test.y_query))}}
+            if data.train_batch is not None:
+                tb = result.train_batch
+                record["layerwise"]["train"] = {str(unit.depth): _losses(model(tb).layerwise_losses(tb.y_query))}
+        record["seconds"] = time.perf_counter() - t0
+        return record
+
+    def _run_classical(self, unit: Unit, data: _SeedData) -> dict[str, Any]:
+        m = unit.method
+        assert isinstance(m, ClassicalMethod)
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        splits = {"test": data.test}
+        if data.train_batch is not None:
+            splits["train"] = data.train_batch
+        record: dict[str, Any] = {"method": m.name, "seed": unit.seed, "depth": None}
+        settings: dict[int, tuple[float | None, float | None]]
+        if m.tune:
+            lr_grid = m.lr_grid or default_lr_grid(data.validation, m.objective)
+            if m.kind in ("momentum", "nesterov"):
+                mom_grid = (m.momentum,) if m.momentum is not None else (m.momentum_grid or DEFAULT_MOMENTA)
+            else:
+                mom_grid = None
+            tuned = tune(
+                lambda lr, mom: build_classical(m, data.task, lr, mom),
+                data.validation,
+                cfg.depths,
+                lr_grid,
+                mom_grid,
+            )
+            settings = {L: (t.lr, t.momentum) for L, t in tuned.items()}
+            record["tuned"] = {
+                str(L): {"lr": t.lr, "momentum": t.momentum, "validation_loss": t.validation_loss}
+                for L, t in tuned.items()
+            }
+        else:
+            settings = {L: (m.lr, m.momentum) for L in cfg.depths}
+        layerwise: dict[str, dict[str, list[float]]] = {name: {} for name in splits}
+        with torch.no_grad():
+            for name, batch in splits.items():
+                if not m.tune:  # one trajectory serves every depth
+                    traj = build_classical(m, data.task, m.lr, m.momentum)(batch, cfg.max_depth)
+                    losses = _losses(traj.layerwise_losses(batch.y_query))
+                    for L in cfg.depths:
+                        layerwise[name][str(L)] = losses[: L + 1]
+                    continue
+                for L in cfg.depths:
+                    lr, mom = settings[L]
+                    traj = build_classical(m, data.task, lr, mom)(batch, L)
+                    layerwise[name][str(L)] = _losses(traj.layerwise_losses(batch.y_query))
+        record["layerwise"] = layerwise
+        record["seconds"] = time.perf_counter() - t0
+        return record
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_step: Callable[[Unit, int], None] | None = None,
+    log: Callable[[str], None] = print,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Run ``cfg`` into ``out_dir`` (see :class:`ExperimentRunner`); returns the aggregated results."""
+    runner = ExperimentRunner(cfg, out_dir, resume=resume, progress=progress, on_step=on_step, log=log, workers=workers)
+    return runner.run()
+
+
+_PROGRESS: Any = None
+
+
+def _worker_init(progress: Any) -> None:
+    global _PROGRESS
+    _PROGRESS = progress
+    torch.set_num_threads(1)
+
+
+def _worker_run(cfg: ExperimentConfig, out: str, unit: Unit) -> str:
+    runner = ExperimentRunner(cfg, out, resume=True, progress=False, log=lambda _: None)
+    pending = [0]
+
+    def advance(k: int) -> None:
+        pending[0] += k
+        if pending[0] >= 50:
+            _PROGRESS.put(pending[0])
+            pending[0] = 0
+
+    runner.run_unit(unit, _SeedData(cfg, unit.seed, runner.dtype, runner.device), advance)
+    if pending[0]:
+        _PROGRESS.put(pending[0])
+    return unit.key
+
+
+def _safe_log(x: float) -> float:
+    """log of a loss; an exact zero (a solved prompt batch) maps to log(1e-300) so JSON stays finite."""
+    return math.log(max(x, 1e-300))
+
+
+def aggregate(cfg: ExperimentConfig, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method and depth: log loss per seed, its mean and std over seeds, and mean layerwise curves.
+
+    The headline split is ``test`` (fresh held-out prompts) unless ``eval.in_sample`` is set, when it is
+    ``train`` (the fixed training batch) and the results say so.
+    """
+    headline = "train" if cfg.eval.in_sample else "test"
+    splits = ["test", "train"] if cfg.train.protocol == "fixed_batch" else ["test"]
+    zero = RegressionTask(cfg.task, cfg.seeds[0]).zero_predictor_loss()
+    out: dict[str, Any] = {
+        "name": cfg.name,
+        "description": cfg.description,
+        "protocol": cfg.train.protocol,
+        "headline_split": headline,
+        "evaluation": "in-sample (the training batch)" if headline == "train" else "held-out prompts",
+        "depths": list(cfg.depths),
+        "seeds": list(cfg.seeds),
+        "zero_predictor_log_loss": math.log(zero),
+        "methods": {},
+        "published": {k: list(v) for k, v in (cfg.published or {}).items()},
+        "published_source": cfg.published_source,
+    }
+    for m in cfg.methods:
+        entry: dict[str, Any] = {
+            "kind": m.kind,
+            "label": m.label or m.name,
+            "learned": isinstance(m, LearnedMethod),
+        }
+        recs = [r for r in records if r["method"] == m.name]
+        for split in splits:
+            per_seed = []  # [seed][depth] log loss at the last layer
+            curves = []  # [seed][depth] log-loss curve over layers 0..L
+            for seed in cfg.seeds:
+                row, seed_curves = [], []
+                for L in cfg.depths:
+                    rec = next(r for r in recs if r["seed"] == seed and r["depth"] in (None, L))
+                    curve = [_safe_log(v) for v in rec["layerwise"][split][str(L)]]
+                    row.append(curve[-1])
+                    seed_curves.append(curve)
+                per_seed.append(row)
+                curves.append(seed_curves)
+            mean_curves = {
+                str(L): torch.tensor([c[i] for c in curves], dtype=torch.float64).mean(0).tolist()
+                for i, L in enumerate(cfg.depths)
+            }
+            t = torch.tensor(per_seed, dtype=torch.float64)
+            entry[split] = {
+                "log_loss_mean": t.mean(0).tolist(),
+                "log_loss_std": (t.std(0, unbiased=True) if len(cfg.seeds) > 1 else torch.zeros(len(cfg.depths))).tolist(),
+                "log_loss_per_seed": per_seed,
+                "layerwise_log_loss_mean": mean_curves,
+            }
+        tuned = {str(r["seed"]): r["tuned"] for r in recs if "tuned" in r}
+        if tuned:
+            entry["tuned"] = tuned
+        out["methods"][m.name] = entry
+    return out
+
+
+def _first_difference(a: str, b: str) -> str:
+    for la, lb in zip(a.splitlines(), b.splitlines(), strict=False):
+        if la != lb:
+            return f"saved '{la.strip()}' vs given '{lb.strip()}'"
+    return "different length"

@@ -1,0 +1,158 @@
+"""Linear self-attention for in-context regression (Ahn et al. 2023), tokens as rows.
+
+In the paper's column layout Z ∈ R^{(d+1)×(n+1)} and Attn_{P,Q}(Z) = P Z M (Zᵀ Q Z) with
+P = [[B, 0], [0, 1]], Q = −[[A, 0], [0, 0]] and M = diag(1, …, 1, 0) (the query is never a source).
+Here tokens are rows, Z ∈ R^{[B, n+1, d+1]}, and one head computes
+
+    attn(Z) = (1/n) · S M V,   S = Z W Zᵀ,   W = −[[A, 0], [0, 0]],   V = Z [[Bᵀ, 0], [0, 1]],
+
+which is the transpose of the paper's Attn with A stored so that **a layer with B = 0 is preconditioned
+gradient descent with preconditioner A** (w ← w − A ∇R(w), R(w) = (1/2n)‖Xw − y‖²). The paper's
+Q_l = −[[A_l, 0], [0, 0]] acts on the query through A_lᵀ, so our A is the transpose of the paper's A_l;
+for symmetric A (and for A = a I) the two agree.
+
+Two evaluation orders give the same result (tested):
+  * ``direct``: build the ``[B, n+1, n+1]`` score matrix S, O(n² d) time and memory;
+  * ``reassociated`` (default): S M V = Z W (Zᵀ M Z) P̃, where Zᵀ M Z is ``[B, d+1, d+1]``, O(n d²).
+Heads are summed; in the re-associated order the sum collapses into one ``[B, d+1, d+1]`` matrix. With B = 0
+only the label column changes and the heads collapse further, into one preconditioner Σ_h A_h:
+Δy_i = −(1/n) x_iᵀ (Σ_h A_h) Σ_{j≤n} x_j y_j, which the re-associated form computes with O(n d) elementwise
+work and one shared ``[d, d]`` product, instead of small per-prompt matrix products (slow on CPUs).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+AForm = Literal["full", "scalar", "fixed"]
+BForm = Literal["zero", "free"]
+AttentionForm = Literal["reassociated", "direct"]
+
+
+class LinearAttention(nn.Module):
+    """One layer of ``heads`` linear-attention heads, summed.
+
+    Args:
+        d: input dimension (tokens have d + 1 features).
+        heads: number of heads H.
+        A: ``full`` (A_h ∈ R^{d×d} learned), ``scalar`` (A_h = a_h I, a_h learned) or ``fixed``
+            (A_h = ``fixed_scale`` · I, not learned).
+        B: ``zero`` (no update of the x-part: preconditioned GD) or ``free`` (B_h learned: GD++).
+        init_std: std of the i.i.d. Gaussian initialisation of learned entries.
+        fixed_scale: the scale of A when ``A="fixed"``.
+        attention: ``reassociated`` (O(n d²)) or ``direct`` (O(n² d), kept as a reference).
+        generator: random generator for the initialisation.
+    """
+
+    def __init__(
+        self,
+        d: int,
+        heads: int = 1,
+        A: AForm = "full",
+        B: BForm = "zero",
+        init_std: float = 0.1,
+        fixed_scale: float = 1.0,
+        attention: AttentionForm = "reassociated",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if d < 1 or heads < 1:
+            raise ValueError(f"need d >= 1 and heads >= 1, got d={d}, heads={heads}")
+        if attention not in ("reassociated", "direct"):
+            raise ValueError(f"attention must be 'reassociated' or 'direct', got {attention!r}")
+        self.d, self.heads, self.A_form, self.B_form, self.attention = d, heads, A, B, attention
+
+        def normal(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.randn(*shape, generator=generator) * init_std)
+
+        if A == "full":
+            self.A = normal(heads, d, d)
+        elif A == "scalar":
+            self.a = normal(heads)
+        elif A == "fixed":
+            self.register_buffer("a", torch.full((heads,), float(fixed_scale)))
+        else:
+            raise ValueError(f"A must be 'full', 'scalar' or 'fixed', got {A!r}")
+        if B == "free":
+            self.B = normal(heads, d, d)
+        elif B != "zero":
+            raise ValueError(f"B must be 'zero' or 'free', got {B!r}")
+
+    def preconditioners(self) -> Tensor:
+        """A_h for every head: ``[H, d, d]``."""
+        if self.A_form == "full":
+            return self.A
+        eye = torch.eye(self.d, dtype=self.a.dtype, device=self.a.device)
+        return self.a[:, None, None] * eye
+
+    def key_query(self) -> Tensor:
+        """W_h = −[[A_h, 0], [0, 0]]: ``[H, d+1, d+1]``."""
+        return F.pad(-self.preconditioners(), (0, 1, 0, 1))
+
+    def value(self) -> Tensor:
+        """P̃_h = [[B_hᵀ, 0], [0, 1]]: ``[H, d+1, d+1]``."""
+        ref = self.A if self.A_form == "full" else self.a
+        D = self.d + 1
+        P = torch.zeros(self.heads, D, D, dtype=ref.dtype, device=ref.device)
+        P[:, -1, -1] = 1.0
+        if self.B_form == "free":
+            P = P + F.pad(self.B.transpose(1, 2), (0, 1, 0, 1))
+        return P
+
+    def forward(self, Z: Tensor) -> Tensor:
+        """attn(Z), summed over heads, scaled by 1/n.
+
+        Args:
+            Z: tokens ``[B, n+1, d+1]``, the query last.
+
+        Returns:
+            ``[B, n+1, d+1]``, the update a residual layer adds to Z.
+        """
+        self._check(Z.shape, batch_last=False)
+        if self.attention == "direct":
+            return self._direct(Z)
+        return self.forward_batch_last(Z.permute(1, 2, 0).contiguous()).permute(2, 0, 1)
+
+    def forward_batch_last(self, Zt: Tensor) -> Tensor:
+        """attn in the batch-last layout the models use internally: ``[n+1, d+1, B] -> [n+1, d+1, B]``.
+
+        With the batch innermost, the per-prompt products over d+1 = 6 features become vectorised
+        elementwise work over B, several times faster on CPUs than batched tiny matrix products.
+        """
+        self._check(Zt.shape, batch_last=True)
+        if self.attention == "direct":
+            return self._direct(Zt.permute(2, 0, 1)).permute(1, 2, 0)
+        n, d = Zt.shape[0] - 1, self.d
+        context = Zt[:n]  # M drops the query as a source  [n, D, B]
+        if self.B_form == "zero":
+            xy = (context[:, :d] * context[:, d:]).sum(dim=0)  # Σ_j x_j y_j  [d, B]
+            v = self.preconditioners().sum(dim=0) @ xy  # (Σ_h A_h) Σ_j x_j y_j  [d, B]
+            dy = -(Zt[:, :d] * v).sum(dim=1) / n  # label update of every token  [n+1, B]
+            return F.pad(dy.unsqueeze(1), (0, 0, d, 0))
+        D, B, H = d + 1, Zt.shape[-1], self.heads
+        C = (context.unsqueeze(2) * context.unsqueeze(1)).sum(dim=0)  # Zᵀ M Z  [D, D, B]
+        WC = (self.key_query().reshape(H * D, D) @ C.reshape(D, D * B)).reshape(H, D, D, B)
+        K = torch.einsum("haeb,hec->acb", WC, self.value())  # Σ_h W_h C P̃_h  [D, D, B]
+        return (Zt.unsqueeze(2) * K.unsqueeze(0)).sum(dim=1) / n
+
+    def _direct(self, Z: Tensor) -> Tensor:
+        """The O(n² d) reference: build the ``[B, H, n+1, n]`` scores, then apply them to the values."""
+        n = Z.shape[1] - 1
+        context = Z[:, :n]
+        W, P = self.key_query(), self.value()
+        S = torch.einsum("bid,hde,bje->bhij", Z, W, context)  # scores to sources  [B, H, n+1, n]
+        V = torch.einsum("bjd,hde->bhje", context, P)  # values  [B, H, n, D]
+        return (S @ V).sum(dim=1) / n
+
+    def _check(self, shape: torch.Size, batch_last: bool) -> None:
+        feat = shape[1] if batch_last else shape[-1]
+        tokens = shape[0] if batch_last else shape[1]
+        layout = "[n+1, d+1, B]" if batch_last else "[B, n+1, d+1]"
+        if len(shape) != 3 or feat != self.d + 1:
+            raise ValueError(f"expected tokens {layout} with d+1 = {self.d + 1}, got {tuple(shape)}")
+        if tokens < 2:
+            raise ValueError("a prompt needs at least one context token and the query")

@@ -1,0 +1,177 @@
+"""Linear transformers and Memformers for in-context regression (PAPERS.md A.2, A.3).
+
+Every model maps prompts (tokens ``[B, n+1, d+1]``, query last) to a :class:`~unrolled.trajectory.Trajectory`
+of the token states after layers 0..L; the shared readout is ``ŷ_q = −Z[:, n, d]`` (the query's label slot).
+Layer l computes ``attn_l(Z_l)`` (see :mod:`unrolled.models.linear_attention`) and the models differ in how
+the updates are combined across layers (the memory):
+
+* :class:`LinearTransformer`      Z_{l+1} = Z_l + attn_l(Z_l)
+* :class:`CGDMemformer`           R_l = attn_l(Z_l) + γ_l R_{l−1};  Z_{l+1} = Z_l + α_l R_l
+* :class:`LFOMMemformer`          Z_{l+1} = Z_l + Σ_{j≤l} Γ_j ⊙ attn_j(Z_j)
+  (``include_current=False``:     Z_{l+1} = Z_l + attn_l(Z_l) + Σ_{j<l} Γ_j ⊙ attn_j(Z_j), the GD++/NAG form)
+* :class:`RecurrentMemformer`     R ← β_l R + γ_l Σ_h attn_{l,h}(Z);  Z ← Z + α_l R  (A_l = a_l I)
+
+The 1/n of the paper's update is inside attn. Γ_j is a ``[n+1, d+1]`` mask, one per layer, reused by later
+layers; with B = 0 only its label column matters (per-token weights on the label update).
+
+Inside ``forward`` the layers run in a batch-last layout ``[n+1, d+1, B]`` (see
+:meth:`LinearAttention.forward_batch_last`); ``step`` works in that layout, and the trajectory's states are
+returned as ``[B, n+1, d+1]`` views.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from unrolled.models.linear_attention import AForm, AttentionForm, BForm, LinearAttention
+from unrolled.tasks.regression import RegressionBatch
+from unrolled.trajectory import Trajectory
+
+
+def query_readout(Z: Tensor) -> Tensor:
+    """The prediction of a token state: ``−Z[:, -1, -1]``, ``[B, n+1, d+1] -> [B]``."""
+    return -Z[:, -1, -1]
+
+
+def as_tokens(inputs: RegressionBatch | Tensor) -> Tensor:
+    """Tokens ``[B, n+1, d+1]`` from a batch or a token tensor."""
+    if isinstance(inputs, RegressionBatch):
+        return inputs.tokens()
+    if not isinstance(inputs, Tensor) or inputs.dim() != 3:
+        got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
+        raise ValueError(f"expected a RegressionBatch or tokens [B, n+1, d+1], got {got}")
+    return inputs
+
+
+class LinearTransformer(nn.Module):
+    """L layers of linear attention with residual connections (Ahn et al. 2023).
+
+    Args:
+        d: input dimension; tokens have d + 1 features.
+        n: context size (only :class:`LFOMMemformer` needs it; checked against the inputs).
+        layers: depth L >= 1.
+        heads, A, B, init_std, fixed_scale, attention: see :class:`LinearAttention`.
+        generator: random generator for the initialisation.
+    """
+
+    def __init__(
+        self,
+        d: int,
+        n: int,
+        layers: int,
+        heads: int = 1,
+        A: AForm = "full",
+        B: BForm = "zero",
+        init_std: float = 0.1,
+        fixed_scale: float = 1.0,
+        attention: AttentionForm = "reassociated",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"a model needs at least one layer, got layers={layers}")
+        self.d, self.n, self.depth = d, n, layers
+        self.layers = nn.ModuleList(
+            LinearAttention(d, heads, A, B, init_std, fixed_scale, attention, generator) for _ in range(layers)
+        )
+
+    def init_memory(self, Z: Tensor) -> Tensor | None:
+        """The memory before layer 0 (None for the memoryless transformer)."""
+        return None
+
+    def step(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Layer l: ``(Z_l, memory) -> (Z_{l+1}, memory')``, Z batch-last ``[n+1, d+1, B]``."""
+        return Z + self.layers[l].forward_batch_last(Z), memory
+
+    def forward(self, inputs: RegressionBatch | Tensor) -> Trajectory:
+        """Run all layers on prompts ``[B, n+1, d+1]`` (or a batch); returns the L + 1 states."""
+        Z = as_tokens(inputs)
+        if Z.shape[1] != self.n + 1 or Z.shape[2] != self.d + 1:
+            raise ValueError(
+                f"model built for n={self.n}, d={self.d} (tokens [B, {self.n + 1}, {self.d + 1}]), "
+                f"got tokens {tuple(Z.shape)}"
+            )
+        states = [Z]
+        Zt = Z.permute(1, 2, 0).contiguous()  # batch-last  [n+1, d+1, B]
+        memory = self.init_memory(Zt)
+        for l in range(self.depth):
+            Zt, memory = self.step(l, Zt, memory)
+            states.append(Zt.permute(2, 0, 1))
+        return Trajectory(tuple(states), query_readout)
+
+
+class CGDMemformer(LinearTransformer):
+    """CGD-like dynamic memory (Dutta & Sra, Prop. 1): R_l = attn_l(Z_l) + γ_l R_{l−1}, Z_{l+1} = Z_l + α_l R_l.
+
+    α and γ (``[L]``) are learned scalars shared by all prompts, initialised α = 1, γ = 0 (so the
+    untrained model is the linear transformer). With constant α, γ and A = a I this is heavy-ball momentum
+    with step α·a and momentum γ on R(w) = (1/2n)‖Xw − y‖².
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.alpha = nn.Parameter(torch.ones(self.depth))
+        self.gamma = nn.Parameter(torch.zeros(self.depth))
+
+    def init_memory(self, Z: Tensor) -> Tensor:
+        return torch.zeros_like(Z)
+
+    def step(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor]:
+        assert memory is not None
+        R = self.layers[l].forward_batch_last(Z) + self.gamma[l] * memory
+        return Z + self.alpha[l] * R, R
+
+
+class LFOMMemformer(LinearTransformer):
+    """LFOM memory (Dutta & Sra, Prop. 2): Z_{l+1} = Z_l + Σ_{j≤l} Γ_j ⊙ attn_j(Z_j).
+
+    Γ (``[L, n+1, d+1]``) holds one learned mask per layer, reused by all later layers, initialised to
+    ``gamma_init``. With ``include_current=False`` the current update is unmasked and only the memory of
+    earlier layers is weighted: Z_{l+1} = Z_l + attn_l(Z_l) + Σ_{j<l} Γ_j ⊙ attn_j(Z_j) (the GD++ / NAG /
+    momentum variant).
+
+    The memory carried between layers is the running sum S_l = Σ_{j≤l} Γ_j ⊙ attn_j(Z_j).
+    """
+
+    def __init__(
+        self, *args: object, gamma_init: float = 0.0, include_current: bool = True, **kwargs: object
+    ) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.include_current = include_current
+        self.gamma = nn.Parameter(torch.full((self.depth, self.n + 1, self.d + 1), float(gamma_init)))
+
+    def init_memory(self, Z: Tensor) -> Tensor:
+        return torch.zeros_like(Z)
+
+    def step(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor]:
+        assert memory is not None
+        R = self.layers[l].forward_batch_last(Z)
+        total = memory + self.gamma[l].unsqueeze(-1) * R  # Γ_l ⊙ R_l, Γ_l [n+1, d+1, 1]
+        if self.include_current:
+            return Z + total, total
+        return Z + R + memory, total
+
+
+class RecurrentMemformer(LinearTransformer):
+    """The scalar-preconditioned recurrence: R ← β_l R + γ_l Σ_h attn_{l,h}(Z), Z ← Z + α_l R.
+
+    Every head has A = a_{l,h} I (``A="scalar"``). α, β, γ (``[L]``) are learned; init α = 1, β = 0, γ = 1,
+    so the untrained model is the multi-head linear transformer.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if self.layers[0].A_form != "scalar":
+            raise ValueError("RecurrentMemformer uses A_l = a_l I: build it with A='scalar'")
+        self.alpha = nn.Parameter(torch.ones(self.depth))
+        self.beta = nn.Parameter(torch.zeros(self.depth))
+        self.gamma = nn.Parameter(torch.ones(self.depth))
+
+    def init_memory(self, Z: Tensor) -> Tensor:
+        return torch.zeros_like(Z)
+
+    def step(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor]:
+        assert memory is not None
+        R = self.beta[l] * memory + self.gamma[l] * self.layers[l].forward_batch_last(Z)
+        return Z + self.alpha[l] * R, R

@@ -1,0 +1,234 @@
+"""Classical first-order methods for in-context least squares, batched over prompts (PAPERS.md A.5).
+
+Each prompt defines f(w) = (1/2s)‖Xw − y‖² with s = 1 (``objective="sum"``, the scale the published
+baseline step sizes refer to) or s = n (``"mean"``, the scale of Ahn et al.'s Lemma 1), so
+∇f(w) = H w − b with H = XᵀX / s ``[B, d, d]`` and b = Xᵀy / s ``[B, d]``. Every method starts at w_0 = 0
+and returns a :class:`~unrolled.trajectory.Trajectory` of iterates w_0..w_K (``[B, d]`` each) whose readout
+is the query prediction <x_q, w>, so it plots on the same axes as the transformers. No loop over prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from unrolled.tasks.regression import RegressionBatch
+from unrolled.trajectory import Readout, Trajectory
+
+Objective = Literal["sum", "mean"]
+
+
+@dataclass(frozen=True)
+class LeastSquares:
+    """The quadratic of a batch of prompts: ∇f(w) = H w − b.
+
+    Attributes:
+        H: ``[B, d, d]`` = XᵀX / s.
+        b: ``[B, d]`` = Xᵀy / s.
+    """
+
+    H: Tensor
+    b: Tensor
+
+    @classmethod
+    def from_batch(cls, batch: RegressionBatch, objective: Objective = "sum") -> LeastSquares:
+        if objective not in ("sum", "mean"):
+            raise ValueError(f"objective must be 'sum' or 'mean', got {objective!r}")
+        s = batch.n if objective == "mean" else 1
+        H = batch.X.transpose(1, 2) @ batch.X / s
+        b = torch.einsum("bnd,bn->bd", batch.X, batch.y) / s
+        return cls(H, b)
+
+    def grad(self, w: Tensor) -> Tensor:
+        """∇f(w) for iterates ``[B, d]`` -> ``[B, d]``."""
+        return torch.einsum("bij,bj->bi", self.H, w) - self.b
+
+    def hess_vec(self, v: Tensor) -> Tensor:
+        """H v, ``[B, d] -> [B, d]``."""
+        return torch.einsum("bij,bj->bi", self.H, v)
+
+
+def linear_readout(x_query: Tensor) -> Readout:
+    """The readout of iterates w ``[B, d]``: the query prediction <x_q, w> ``[B]``."""
+
+    def readout(w: Tensor) -> Tensor:
+        return (w * x_query).sum(dim=-1)
+
+    return readout
+
+
+def _per_step(value: float | Sequence[float] | Tensor, steps: int, name: str) -> list[float | Tensor]:
+    if isinstance(value, Tensor) and value.dim() > 0:
+        if value.shape[0] < steps:
+            raise ValueError(f"{name} has {value.shape[0]} entries, need one per step ({steps})")
+        return [value[k] for k in range(steps)]
+    if isinstance(value, Sequence):
+        if len(value) < steps:
+            raise ValueError(f"{name} has {len(value)} entries, need one per step ({steps})")
+        return list(value[:steps])
+    return [value] * steps
+
+
+class FirstOrderSolver(nn.Module):
+    """Base class: ``solver(batch, steps)`` returns the trajectory w_0..w_steps (``[B, d]`` each)."""
+
+    objective: Objective = "sum"
+
+    def iterate(self, problem: LeastSquares, steps: int) -> list[Tensor]:
+        raise NotImplementedError
+
+    def forward(self, batch: RegressionBatch, steps: int) -> Trajectory:
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        problem = LeastSquares.from_batch(batch, self.objective)
+        return Trajectory(tuple(self.iterate(problem, steps)), linear_readout(batch.x_query))
+
+
+class GradientDescent(FirstOrderSolver):
+    """(Preconditioned) gradient descent: w_{k+1} = w_k − η_k P ∇f(w_k).
+
+    Args:
+        lr: step size η, one number or one per step.
+        preconditioner: P, ``[d, d]`` or per prompt ``[B, d, d]``; identity if None.
+        objective: gradient scale, see the module docstring.
+    """
+
+    def __init__(
+        self,
+        lr: float | Sequence[float] | Tensor,
+        preconditioner: Tensor | None = None,
+        objective: Objective = "sum",
+    ) -> None:
+        super().__init__()
+        self.lr, self.preconditioner, self.objective = lr, preconditioner, objective
+
+    def iterate(self, problem: LeastSquares, steps: int) -> list[Tensor]:
+        w = torch.zeros_like(problem.b)
+        out = [w]
+        P = self.preconditioner
+        for lr in _per_step(self.lr, steps, "lr"):
+            g = problem.grad(w)
+            if P is not None:
+                g = g @ P.T if P.dim() == 2 else torch.einsum("bij,bj->bi", P, g)
+            w = w - lr * g
+            out.append(w)
+        return out
+
+
+class HeavyBall(FirstOrderSolver):
+    """Heavy-ball momentum: v_{k+1} = β v_k − η ∇f(w_k), w_{k+1} = w_k + v_{k+1} (v_0 = 0)."""
+
+    def __init__(self, lr: float | Sequence[float], momentum: float, objective: Objective = "sum") -> None:
+        super().__init__()
+        self.lr, self.momentum, self.objective = lr, momentum, objective
+
+    def iterate(self, problem: LeastSquares, steps: int) -> list[Tensor]:
+        w = torch.zeros_like(problem.b)
+        v = torch.zeros_like(w)
+        out = [w]
+        for lr in _per_step(self.lr, steps, "lr"):
+            v = self.momentum * v - lr * problem.grad(w)
+            w = w + v
+            out.append(w)
+        return out
+
+
+class Nesterov(FirstOrderSolver):
+    """Nesterov's accelerated gradient: v_{k+1} = β v_k − η ∇f(w_k + β v_k), w_{k+1} = w_k + v_{k+1}."""
+
+    def __init__(self, lr: float | Sequence[float], momentum: float, objective: Objective = "sum") -> None:
+        super().__init__()
+        self.lr, self.momentum, self.objective = lr, momentum, objective
+
+    def iterate(self, problem: LeastSquares, steps: int) -> list[Tensor]:
+        w = torch.zeros_like(problem.b)
+        v = torch.zeros_like(w)
+        out = [w]
+        for lr in _per_step(self.lr, steps, "lr"):
+            v = self.momentum * v - lr * problem.grad(w + self.momentum * v)
+            w = w + v
+            out.append(w)
+        return out
+
+
+def _safe_div(num: Tensor, den: Tensor) -> Tensor:
+    """num / den where den > 0, else 0 (a converged prompt stops moving instead of producing NaN)."""
+    ok = den > 0
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+class ConjugateGradient(FirstOrderSolver):
+    """Conjugate gradient on the normal equations XᵀX w = Xᵀy (Fletcher–Reeves, exact line search).
+
+    No hyper-parameters; on a well-conditioned prompt it reaches the least-squares solution in d steps.
+    Uses all n context points. Prompts that have converged (zero residual) stay put.
+    """
+
+    def iterate(self, problem: LeastSquares, steps: int) -> list[Tensor]:
+        w = torch.zeros_like(problem.b)
+        r = problem.b.clone()  # residual b − H w = −∇f(w)
+        p = r.clone()
+        rr = (r * r).sum(-1)
+        out = [w]
+        for _ in range(steps):
+            Hp = problem.hess_vec(p)
+            step = _safe_div(rr, (p * Hp).sum(-1))  # exact line search along p
+            w = w + step[:, None] * p
+            r = r - step[:, None] * Hp
+            rr_next = (r * r).sum(-1)
+            p = r + _safe_div(rr_next, rr)[:, None] * p  # Fletcher–Reeves
+            rr = rr_next
+            out.append(w)
+        return out
+
+
+class LFOM(FirstOrderSolver):
+    """A linear first-order method with diagonal coefficients (PAPERS.md A.3, A.5).
+
+    w_{k+1} = w_k − Σ_{i≤k} Γ^k_i ⊙ ∇f(w_i), with Γ^k_i ∈ R^d.
+
+    Args:
+        gamma: either ``[K, d]``, the tied form Γ^k_i = Γ_i of the paper's learnable LFOM (each step's
+            coefficient reused by every later step), or ``[K, K, d]`` with ``gamma[k, i]`` = Γ^k_i (entries
+            with i > k are ignored). The full form contains GD (Γ^k_k = η), heavy-ball momentum
+            (Γ^k_i = η β^{k−i}) and, on quadratics, CG's iterates for a fixed problem.
+        objective: gradient scale.
+        learnable: make ``gamma`` an ``nn.Parameter``.
+    """
+
+    def __init__(self, gamma: Tensor, objective: Objective = "sum", learnable: bool = False) -> None:
+        super().__init__()
+        if gamma.dim() not in (2, 3) or (gamma.dim() == 3 and gamma.shape[0] != gamma.shape[1]):
+            raise ValueError(f"gamma must be [K, d] or [K, K, d], got {tuple(gamma.shape)}")
+        self.objective = objective
+        if learnable:
+            self.gamma = nn.Parameter(gamma.clone())
+        else:
+            self.register_buffer("gamma", gamma.clone())
+
+    @property
+    def max_steps(self) -> int:
+        return self.gamma.shape[0]
+
+    def iterate(self, problem: LeastSquares, steps: int) -> list[Tensor]:
+        if steps > self.max_steps:
+            raise ValueError(f"LFOM has coefficients for {self.max_steps} steps, asked for {steps}")
+        w = torch.zeros_like(problem.b)
+        out = [w]
+        if self.gamma.dim() == 2:  # tied: carry the running sum Σ_{i≤k} Γ_i ⊙ g_i
+            memory = torch.zeros_like(w)
+            for k in range(steps):
+                memory = memory + self.gamma[k] * problem.grad(w)
+                w = w - memory
+                out.append(w)
+            return out
+        grads: list[Tensor] = []
+        for k in range(steps):
+            grads.append(problem.grad(w))
+            w = w - sum(self.gamma[k, i] * g for i, g in enumerate(grads))
+            out.append(w)
+        return out
