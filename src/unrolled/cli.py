@@ -1,10 +1,10 @@
 """The ``unrolled`` command: run experiments from configs, rebuild and overlay reports, run the demo.
 
-    unrolled run CONFIG [--set key=value ...] [--out DIR] [--resume]
-    unrolled run --resume --out DIR            (continue a run from its saved config)
-    unrolled report RUN_DIR [RUN_DIR ...] [--out DIR]
-    unrolled demo [--out DIR]
-    unrolled configs
+unrolled run CONFIG [--set key=value ...] [--out DIR] [--resume]
+unrolled run --resume --out DIR            (continue a run from its saved config)
+unrolled report RUN_DIR [RUN_DIR ...] [--out DIR]
+unrolled demo [--out DIR]
+unrolled configs
 """
 
 from __future__ import annotations
@@ -65,9 +65,12 @@ def default_workers() -> int:
 
 
 def _run(cfg: _Experiment, out: Path, resume: bool, args: argparse.Namespace, hint: str) -> int:
+    import torch
+
     from unrolled.experiment import run_experiment
     from unrolled.train.loop import NonFiniteLossError
 
+    torch.set_num_threads(args.threads)
     try:
         results = run_experiment(
             cfg, out, resume=resume, progress=not args.no_progress, workers=args.workers or default_workers()
@@ -130,12 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run an experiment config into a run folder")
-    run.add_argument("config", nargs="?", help="a YAML file, or a name from configs/ (see `unrolled configs`)")
+    run.add_argument(
+        "config", nargs="?", help="a YAML file, or a name from configs/ (see `unrolled configs`)"
+    )
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     run.add_argument("--out", help="run folder (default: runs/<name>)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--workers", type=int, help="worker processes (default: one per core, at most 4)")
+    run.add_argument("--threads", type=int, default=1, help="torch threads in the main process (default 1)")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="the default demo: a Memformer against CG and the linear transformer")
@@ -143,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     demo.add_argument("--no-progress", action="store_true")
     demo.add_argument("--workers", type=int, help="worker processes (default: one per core, at most 4)")
+    demo.add_argument("--threads", type=int, default=1, help="torch threads in the main process (default 1)")
     demo.set_defaults(func=cmd_demo)
 
     rep = sub.add_parser("report", help="rebuild reports of run folders; overlay several")

@@ -98,9 +98,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping, got {_fmt(value)}")
         key_tp, val_tp = get_args(tp)
-        return {
-            _convert(k, key_tp, f"{path}"): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()
-        }
+        return {_convert(k, key_tp, f"{path}"): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
     raise TypeError(f"unsupported config type at {path}: {tp}")
 
 
@@ -359,7 +357,8 @@ class ClassicalMethod:
 
     ``objective`` sets the gradient's scale: ``sum`` is ∇ ½‖Xw − y‖² (the published baselines' step sizes
     refer to it), ``mean`` is ∇ (1/2n)‖Xw − y‖² (the scale of Ahn et al.'s Lemma 1). With ``tune: true``
-    the step size (and momentum) is chosen per depth on validation prompts from the grids.
+    the step size (and momentum, unless ``momentum`` fixes it) is chosen per depth on validation prompts from
+    ``lr_grid`` (default: 40 log-spaced multiples of 1/λ_max(H)) and ``momentum_grid`` (default 0 … 0.95).
     ``preconditioner: inverse_covariance`` gives GD the task's true Σ_x⁻¹ (an oracle baseline).
     """
 
@@ -384,6 +383,17 @@ class ClassicalMethod:
             check(not self.tune, _join(path, "tune"), "conjugate gradient has nothing to tune")
         if has_lr and not self.tune:
             check(self.lr is not None, _join(path, "lr"), f"required for {self.kind} unless tune: true")
+        if self.tune:
+            check(
+                self.lr is None,
+                _join(path, "lr"),
+                "not used with tune: true (set lr_grid to choose candidates)",
+            )
+            check(
+                self.momentum is None or self.momentum_grid is None,
+                _join(path, "momentum"),
+                "give a fixed momentum or a momentum_grid, not both",
+            )
         if self.lr is not None:
             check(self.lr > 0, _join(path, "lr"), f"must be > 0, got {self.lr}")
         if has_mom and not self.tune:

@@ -104,7 +104,9 @@ class _SeedData:
     def __init__(self, cfg: ExperimentConfig, seed: int, dtype: torch.dtype, device: str) -> None:
         self.task = RegressionTask(cfg.task, seed)
         self.test = self.task.sample(cfg.eval.batch_size, generator(seed, "test"), dtype, device)
-        self.validation = self.task.sample(cfg.eval.validation_size, generator(seed, "validation"), dtype, device)
+        self.validation = self.task.sample(
+            cfg.eval.validation_size, generator(seed, "validation"), dtype, device
+        )
         self.train_batch: RegressionBatch | None = None
         if cfg.train.protocol == "fixed_batch":
             # the same draw the training loop makes first from this seed's training stream
@@ -245,9 +247,7 @@ class ExperimentRunner:
         ctx = mp.get_context("spawn")
         progress = ctx.Queue()
         with ctx.Pool(self.workers, initializer=_worker_init, initargs=(progress,)) as pool:
-            pending = [
-                pool.apply_async(_worker_run, (self.cfg, str(self.out), unit)) for unit in todo
-            ]
+            pending = [pool.apply_async(_worker_run, (self.cfg, str(self.out), unit)) for unit in todo]
             while pending:
                 try:
                     bar.update(progress.get(timeout=0.2))
@@ -264,7 +264,11 @@ class ExperimentRunner:
         cfg = self.cfg
         t0 = time.perf_counter()
         model = build_model(
-            unit.method, cfg.task.d, cfg.task.n, unit.depth, generator(unit.seed, unit.method.name, unit.depth, "init")
+            unit.method,
+            cfg.task.d,
+            cfg.task.n,
+            unit.depth,
+            generator(unit.seed, unit.method.name, unit.depth, "init"),
         )
         metrics_path = self.out / "metrics.jsonl"
 
@@ -301,10 +305,14 @@ class ExperimentRunner:
             "steps": result.steps,
         }
         with torch.no_grad():
-            record["layerwise"] = {"test": {str(unit.depth): _losses(model(data.test).layerwise_losses(data.test.y_query))}}
+            record["layerwise"] = {
+                "test": {str(unit.depth): _losses(model(data.test).layerwise_losses(data.test.y_query))}
+            }
             if data.train_batch is not None:
                 tb = result.train_batch
-                record["layerwise"]["train"] = {str(unit.depth): _losses(model(tb).layerwise_losses(tb.y_query))}
+                record["layerwise"]["train"] = {
+                    str(unit.depth): _losses(model(tb).layerwise_losses(tb.y_query))
+                }
         record["seconds"] = time.perf_counter() - t0
         return record
 
@@ -337,7 +345,7 @@ class ExperimentRunner:
                 for L, t in tuned.items()
             }
         else:
-            settings = {L: (m.lr, m.momentum) for L in cfg.depths}
+            settings = dict.fromkeys(cfg.depths, (m.lr, m.momentum))
         layerwise: dict[str, dict[str, list[float]]] = {name: {} for name in splits}
         with torch.no_grad():
             for name, batch in splits.items():
@@ -367,7 +375,9 @@ def run_experiment(
     workers: int = 1,
 ) -> dict[str, Any]:
     """Run ``cfg`` into ``out_dir`` (see :class:`ExperimentRunner`); returns the aggregated results."""
-    runner = ExperimentRunner(cfg, out_dir, resume=resume, progress=progress, on_step=on_step, log=log, workers=workers)
+    runner = ExperimentRunner(
+        cfg, out_dir, resume=resume, progress=progress, on_step=on_step, log=log, workers=workers
+    )
     return runner.run()
 
 
@@ -449,7 +459,9 @@ def aggregate(cfg: ExperimentConfig, records: list[dict[str, Any]]) -> dict[str,
             t = torch.tensor(per_seed, dtype=torch.float64)
             entry[split] = {
                 "log_loss_mean": t.mean(0).tolist(),
-                "log_loss_std": (t.std(0, unbiased=True) if len(cfg.seeds) > 1 else torch.zeros(len(cfg.depths))).tolist(),
+                "log_loss_std": (
+                    t.std(0, unbiased=True) if len(cfg.seeds) > 1 else torch.zeros(len(cfg.depths))
+                ).tolist(),
                 "log_loss_per_seed": per_seed,
                 "layerwise_log_loss_mean": mean_curves,
             }

@@ -84,7 +84,11 @@ def _describe(results: dict[str, Any]) -> list[str]:
         lines.append(
             f"- training: protocol `{train.get('protocol')}`, {train.get('steps')} {train.get('optimizer')} steps, "
             f"lr {train.get('lr')}, batch {train.get('batch_size')} prompts"
-            + (f", resampled every {train.get('resample_every')} steps" if train.get("protocol") == "online" else "")
+            + (
+                f", resampled every {train.get('resample_every')} steps"
+                if train.get("protocol") == "online"
+                else ""
+            )
             + (f", per-matrix gradient clip {train.get('clip')}" if train.get("clip") else "")
         )
     lines.append(
@@ -106,13 +110,18 @@ def write_report(run_dir: str | Path) -> Path:
         parts += [results["description"].strip(), ""]
     parts += _describe(results)
     parts += ["", f"## Log loss at the query vs depth ({_split_title(results, headline)})", ""]
-    parts += ["Mean ± std over seeds of log E[(ŷ_q − y_q)²]; a learned method at depth L is a model trained "
-              "with L layers, a classical method at depth L is its iterate L.", ""]
+    parts += [
+        "Mean ± std over seeds of log E[(ŷ_q − y_q)²]; a learned method at depth L is a model trained "
+        "with L layers, a classical method at depth L is its iterate L.",
+        "",
+    ]
     parts += [markdown_table(results, headline), ""]
     if results.get("published"):
         src = results.get("published_source") or "the paper"
         parts += [f"Paper numbers: {src} (read off the figures, ±0.05).", ""]
-    other = [s for s in ("test", "train") if s != headline and any(s in m for m in results["methods"].values())]
+    other = [
+        s for s in ("test", "train") if s != headline and any(s in m for m in results["methods"].values())
+    ]
     for split in other:
         parts += [f"## Also: {_split_title(results, split)}", "", markdown_table(results, split), ""]
     tuned_lines = _tuned_table(results)

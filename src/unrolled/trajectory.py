@@ -95,4 +95,3 @@ def layerwise_losses(
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     per_sample = torch.stack([loss(trajectory.readout(s), target) for s in trajectory.states])
     return per_sample.mean(dim=1) if reduction == "mean" else per_sample
-

@@ -25,7 +25,9 @@ __all__ = [
 ]
 
 
-def build_model(method: LearnedMethod, d: int, n: int, depth: int, generator: torch.Generator) -> LinearTransformer:
+def build_model(
+    method: LearnedMethod, d: int, n: int, depth: int, generator: torch.Generator
+) -> LinearTransformer:
     """The model a :class:`~unrolled.config.LearnedMethod` describes, with ``depth`` layers."""
     common = dict(
         d=d,

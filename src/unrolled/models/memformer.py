@@ -73,7 +73,8 @@ class LinearTransformer(nn.Module):
             raise ValueError(f"a model needs at least one layer, got layers={layers}")
         self.d, self.n, self.depth = d, n, layers
         self.layers = nn.ModuleList(
-            LinearAttention(d, heads, A, B, init_std, fixed_scale, attention, generator) for _ in range(layers)
+            LinearAttention(d, heads, A, B, init_std, fixed_scale, attention, generator)
+            for _ in range(layers)
         )
 
     def init_memory(self, Z: Tensor) -> Tensor | None:

@@ -52,7 +52,9 @@ class RegressionBatch:
         query = torch.cat([self.x_query, torch.zeros_like(self.x_query[:, :1])], dim=-1)
         return torch.cat([context, query.unsqueeze(1)], dim=1)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> RegressionBatch:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> RegressionBatch:
         """Move every tensor to ``device`` / ``dtype``."""
         return RegressionBatch(*(t.to(device=device, dtype=dtype) for t in self.astuple()))
 
@@ -60,7 +62,13 @@ class RegressionBatch:
         return (self.X, self.y, self.x_query, self.y_query, self.w_star)
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"X": self.X, "y": self.y, "x_query": self.x_query, "y_query": self.y_query, "w_star": self.w_star}
+        return {
+            "X": self.X,
+            "y": self.y,
+            "x_query": self.x_query,
+            "y_query": self.y_query,
+            "w_star": self.w_star,
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Tensor]) -> RegressionBatch:
@@ -152,7 +160,9 @@ class RegressionTask:
         if cfg.covariance == "mixture":
             assert cfg.mixture is not None
             weights = torch.tensor([c.weight for c in cfg.mixture], dtype=f64)
-            comp = torch.multinomial(weights / weights.sum(), B * (n + 1), replacement=True, generator=generator)
+            comp = torch.multinomial(
+                weights / weights.sum(), B * (n + 1), replacement=True, generator=generator
+            )
             comp = comp.view(B, n + 1, 1)
             mu = torch.tensor([c.mean for c in cfg.mixture], dtype=f64)[comp]
             sd = torch.tensor([math.sqrt(c.variance) for c in cfg.mixture], dtype=f64)[comp]

@@ -172,7 +172,9 @@ def train(
                 f"(step {_last_saved(step, cfg, start)}) is kept. Try a smaller train.lr or set train.clip."
             )
         loss.backward()
-        bad = [name for name, p in model.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+        bad = [
+            name for name, p in model.named_parameters() if p.grad is not None and not p.grad.isfinite().all()
+        ]
         if bad:
             raise NonFiniteLossError(
                 f"non-finite gradient of {', '.join(bad)} at step {step}{label}; stopped, the last good "

@@ -1,0 +1,189 @@
+"""Shared helpers of the benchmark scripts: timing, environment info, tables and atomic JSON output.
+
+Timing protocol (used by every script): each callable is run ``warmup`` times, the last of them timed to
+choose ``inner``, the number of calls per repeat that makes a repeat last at least ``min_time`` seconds.
+The callables being compared are then timed in alternation (repeat 1 of each, then repeat 2 of each, ...),
+so slow drifts of the machine hit both alike.
+A repeat's time is its wall-clock time (``time.perf_counter``) divided by ``inner``; the reported figure is
+the median over repeats. The load average is recorded too: on a small shared machine, other processes
+competing for the cores slow multi-threaded torch ops by large factors, which the JSON should show.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def environment(device: str = "cpu") -> dict[str, Any]:
+    """Versions and machine facts recorded with every result."""
+    import numpy as np
+
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "device": device,
+        "load_average_at_start": load_average(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(torch.device(device))
+        info["cuda_version"] = torch.version.cuda
+    return info
+
+
+def _cpu_model() -> str | None:
+    """The CPU model name from /proc/cpuinfo (Linux), else None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def synchronizer(device: str) -> Callable[[], None]:
+    """A function that waits for queued device work (a no-op on the CPU)."""
+    if device.startswith("cuda"):
+        dev = torch.device(device)
+        return lambda: torch.cuda.synchronize(dev)
+    return lambda: None
+
+
+def resolve_device(device: str) -> str:
+    """Check that ``device`` can be used; exit with a message if cuda is asked for and missing."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: CUDA is not available in this torch build / on this machine")
+    torch.empty(0, device=device)  # fail early on a bad device string
+    return device
+
+
+def measure(
+    fns: Mapping[str, Callable[[], object]],
+    *,
+    repeats: int,
+    warmup: int,
+    min_time: float,
+    sync: Callable[[], None],
+    budget_s: float | None = None,
+    min_repeats: int = 3,
+    max_inner: int = 10_000,
+) -> dict[str, dict[str, Any]]:
+    """Time every callable of ``fns`` in alternation; see the module docstring.
+
+    The last warm-up call (at least one is made) is timed to choose ``inner``. With ``budget_s``, a callable
+    whose repeats would take longer than that in total gets fewer repeats, but never fewer than
+    ``min_repeats`` (nor more than ``repeats``): this keeps the slow reference forms of big cases affordable.
+
+    Returns, per name: ``median_s`` (seconds per call), ``min_s``, ``max_s``, ``times_s`` (every repeat),
+    ``inner`` (calls per repeat), ``repeats`` (actually run) and ``warmup``.
+    """
+    inner: dict[str, int] = {}
+    reps: dict[str, int] = {}
+    for name, fn in fns.items():
+        for _ in range(max(warmup, 1) - 1):
+            fn()
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        one = max(time.perf_counter() - t0, 1e-9)
+        inner[name] = int(min(max_inner, max(1, math.ceil(min_time / one))))
+        reps[name] = repeats
+        if budget_s is not None:
+            affordable = math.floor(budget_s / (one * inner[name]))
+            reps[name] = max(1, min(repeats, max(min_repeats, affordable)))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(max(reps.values())):
+        for name, fn in fns.items():
+            if r >= reps[name]:
+                continue
+            k = inner[name]
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(k):
+                fn()
+            sync()
+            times[name].append((time.perf_counter() - t0) / k)
+    return {
+        name: {
+            "median_s": statistics.median(ts),
+            "min_s": min(ts),
+            "max_s": max(ts),
+            "times_s": ts,
+            "inner": inner[name],
+            "repeats": len(ts),
+            "warmup": max(warmup, 1),
+        }
+        for name, ts in times.items()
+    }
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS has none): other work skews timings."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def fmt_seconds(s: float) -> str:
+    """A duration with a readable unit."""
+    if s < 1e-3:
+        return f"{s * 1e6:.1f} us"
+    if s < 1.0:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s:.3f} s"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table, columns right-aligned except the first."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(r: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+def write_json(data: Any, path: Path) -> Path:
+    """Write ``data`` as JSON atomically: to a temp file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, allow_nan=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
