@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import resource
 import time
 from dataclasses import asdict, dataclass
@@ -122,19 +123,24 @@ def check_agreement(models: dict[str, torch.nn.Module], batch: Any) -> dict[str,
     }
 
 
-def train_step_fn(model: torch.nn.Module, batch: Any) -> tuple[Any, dict[str, float]]:
+def train_step_fn(model: torch.nn.Module, batch: Any) -> tuple[Any, dict[str, Any]]:
     opt = torch.optim.Adam(model.parameters(), lr=LR)
-    last: dict[str, float] = {}
+    last: dict[str, Any] = {"steps": 0}
 
     def step() -> None:
+        last["steps"] += 1
         opt.zero_grad(set_to_none=True)
         traj = model(batch)
         loss = final_layer_mse(traj, batch.y_query)
         loss.backward()
         opt.step()
-        last["loss"] = loss.detach()  # read (and synchronised) only after timing
+        last["loss"] = loss.detach()  # read (and synchronised) only after timing; finiteness is recorded
 
     return step, last
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if math.isfinite(x) else None
 
 
 def peak_rss_mib() -> float:
@@ -142,10 +148,12 @@ def peak_rss_mib() -> float:
 
 
 def run_case(spec: ModelSpec, size: Size, args: argparse.Namespace, sync: Any) -> dict[str, Any]:
+    t_case = time.perf_counter()
     task = RegressionTask(RegressionConfig(d=size.d, n=size.n, covariance="isotropic"), seed=0)
     batch = task.sample(size.batch, torch.Generator().manual_seed(0)).to(device=args.device)
     models = {form: build(spec, form, size, args.depth, args.device) for form in FORMS}
     agreement = check_agreement(models, batch)
+    check_s = time.perf_counter() - t_case
     steps, losses = {}, {}
     for form in FORMS:
         steps[form], losses[form] = train_step_fn(models[form], batch)
@@ -174,10 +182,14 @@ def run_case(spec: ModelSpec, size: Size, args: argparse.Namespace, sync: Any) -
         "timings": timings,
         "ratio_direct_over_reassociated": ratio,
         "agreement": agreement,
-        "final_loss": {form: float(losses[form]["loss"]) for form in FORMS},
+        "steps_taken": {form: losses[form]["steps"] for form in FORMS},
+        "final_loss": {form: _finite_or_none(float(losses[form]["loss"])) for form in FORMS},
+        "loss_finite": all(math.isfinite(float(losses[form]["loss"])) for form in FORMS),
         "direct_scores_mib_per_layer": scores_bytes / 2**20,
         "process_peak_rss_mib_after_case": peak_rss_mib(),
         "load_average": {"before": load_before, "after": load_average()},
+        "check_seconds": check_s,
+        "case_seconds": time.perf_counter() - t_case,
     }
     if args.device.startswith("cuda"):
         out["cuda_peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
@@ -198,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--depth", type=int, default=4, help="layers per model (default 4)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as the CLI runs)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_attention.json", help="JSON output path")
     p.add_argument("--quick", action="store_true", help="fewer repeats and warm-up, shorter repeats")
     args = p.parse_args(argv)
@@ -219,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in MODELS:
             print(f"  (d={size.d}, n={size.n}, B={size.batch}) {spec.label} ...", flush=True)
             cases.append(run_case(spec, size, args, sync))
+            print(f"    done in {cases[-1]['case_seconds']:.1f} s", flush=True)
 
     smallest, largest = SIZES[0], SIZES[-1]
     small = [c for c in cases if (c["d"], c["n"]) == (smallest.d, smallest.n)]
@@ -227,6 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     passed_large = all(c["ratio_direct_over_reassociated"] >= LARGEST_MIN_RATIO for c in large)
     agree = all(c["agreement"]["ok"] for c in cases)
     passed = passed_small and passed_large and agree
+
+    def ratio(group: list[dict[str, Any]], label: str) -> float:
+        return next(c["ratio_direct_over_reassociated"] for c in group if c["model"] == label)
+
+    by_model: dict[str, dict[str, Any]] = {
+        spec.label: {"ratio_smallest": ratio(small, spec.label), "ratio_largest": ratio(large, spec.label)}
+        for spec in MODELS
+    }
+    for v in by_model.values():
+        v["passed"] = v["ratio_smallest"] >= SMALLEST_MIN_RATIO and v["ratio_largest"] >= LARGEST_MIN_RATIO
 
     rows = []
     for c in cases:
@@ -239,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                 fmt_seconds(t["reassociated"]["median_s"]),
                 fmt_seconds(t["direct"]["median_s"]),
                 f"{c['ratio_direct_over_reassociated']:.2f}x",
+                f"{t['reassociated']['repeats']}/{t['direct']['repeats']}",
                 f"{c['agreement']['rel_diff']:.1e}" + ("" if c["agreement"]["ok"] else " FAIL"),
             ]
         )
@@ -251,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         table(
-            ["model", "(d, n)", "B", "reassociated", "direct", "direct/reassoc", "fwd rel diff"],
+            ["model", "(d, n)", "B", "reassociated", "direct", "direct/reassoc", "repeats", "fwd rel diff"],
             rows,
         )
     )
@@ -266,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'met' if passed_large else 'NOT met'} "
         f"(ratios {', '.join(format(c['ratio_direct_over_reassociated'], '.1f') for c in large)})"
     )
+    for label, v in by_model.items():
+        print(f"  {label}: {'met' if v['passed'] else 'NOT met'}")
     print(f"forms agree (rel <= {CHECK_RTOL:g}): {agree}")
     print(f"passed: {passed}")
 
@@ -295,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             "largest_min_ratio": LARGEST_MIN_RATIO,
         },
         "cases": cases,
+        "by_model": by_model,
         "passed_smallest": passed_small,
         "passed_largest": passed_large,
         "forms_agree": agree,

@@ -14,10 +14,11 @@ for symmetric A (and for A = a I) the two agree.
 Two evaluation orders give the same result (tested):
   * ``direct``: build the ``[B, n+1, n+1]`` score matrix S, O(n² d) time and memory;
   * ``reassociated`` (default): S M V = Z W (Zᵀ M Z) P̃, where Zᵀ M Z is ``[B, d+1, d+1]``, O(n d²).
-Heads are summed; in the re-associated order the sum collapses into one ``[B, d+1, d+1]`` matrix. With B = 0
-only the label column changes and the heads collapse further, into one preconditioner Σ_h A_h:
-Δy_i = −(1/n) x_iᵀ (Σ_h A_h) Σ_{j≤n} x_j y_j, which the re-associated form computes with O(n d) elementwise
-work and one shared ``[d, d]`` product, instead of small per-prompt matrix products (slow on CPUs).
+Heads are summed; in the re-associated order the sum collapses into one ``[B, d+1, d+1]`` matrix, applied
+with batched matrix products (general B, GD++). With B = 0 only the label column changes and the heads
+collapse further, into one preconditioner Σ_h A_h: Δy_i = −(1/n) x_iᵀ (Σ_h A_h) Σ_{j≤n} x_j y_j, computed
+with O(n d) elementwise work in a batch-last layout and one shared ``[d, d]`` product (per-prompt tiny
+matrix products are slow on CPUs).
 """
 
 from __future__ import annotations
@@ -115,29 +116,40 @@ class LinearAttention(nn.Module):
         self._check(Z.shape, batch_last=False)
         if self.attention == "direct":
             return self._direct(Z)
-        return self.forward_batch_last(Z.permute(1, 2, 0).contiguous()).permute(2, 0, 1)
+        if self.B_form == "free":
+            return self._reassociated(Z)
+        return self._label_update(Z.permute(1, 2, 0).contiguous()).permute(2, 0, 1)
 
     def forward_batch_last(self, Zt: Tensor) -> Tensor:
-        """attn in the batch-last layout the models use internally: ``[n+1, d+1, B] -> [n+1, d+1, B]``.
-
-        With the batch innermost, the per-prompt products over d+1 = 6 features become vectorised
-        elementwise work over B, several times faster on CPUs than batched tiny matrix products.
-        """
+        """attn in the batch-last layout the models use internally: ``[n+1, d+1, B] -> [n+1, d+1, B]``."""
         self._check(Zt.shape, batch_last=True)
         if self.attention == "direct":
             return self._direct(Zt.permute(2, 0, 1)).permute(1, 2, 0)
+        if self.B_form == "free":  # batched products want contiguous batch-first operands
+            return self._reassociated(Zt.permute(2, 0, 1).contiguous()).permute(1, 2, 0)
+        return self._label_update(Zt)
+
+    def _label_update(self, Zt: Tensor) -> Tensor:
+        """B = 0, batch-last ``[n+1, d+1, B]``: only the label row changes, Δy_i = −(1/n) x_iᵀ (Σ_h A_h) Σ_j x_j y_j.
+
+        With the batch innermost this is vectorised elementwise work over B, several times faster on CPUs
+        than batched tiny matrix products.
+        """
         n, d = Zt.shape[0] - 1, self.d
         context = Zt[:n]  # M drops the query as a source  [n, D, B]
-        if self.B_form == "zero":
-            xy = (context[:, :d] * context[:, d:]).sum(dim=0)  # Σ_j x_j y_j  [d, B]
-            v = self.preconditioners().sum(dim=0) @ xy  # (Σ_h A_h) Σ_j x_j y_j  [d, B]
-            dy = -(Zt[:, :d] * v).sum(dim=1) / n  # label update of every token  [n+1, B]
-            return F.pad(dy.unsqueeze(1), (0, 0, d, 0))
-        D, B, H = d + 1, Zt.shape[-1], self.heads
-        C = (context.unsqueeze(2) * context.unsqueeze(1)).sum(dim=0)  # Zᵀ M Z  [D, D, B]
-        WC = (self.key_query().reshape(H * D, D) @ C.reshape(D, D * B)).reshape(H, D, D, B)
-        K = torch.einsum("haeb,hec->acb", WC, self.value())  # Σ_h W_h C P̃_h  [D, D, B]
-        return (Zt.unsqueeze(2) * K.unsqueeze(0)).sum(dim=1) / n
+        xy = (context[:, :d] * context[:, d:]).sum(dim=0)  # Σ_j x_j y_j  [d, B]
+        v = self.preconditioners().sum(dim=0) @ xy  # (Σ_h A_h) Σ_j x_j y_j  [d, B]
+        dy = -(Zt[:, :d] * v).sum(dim=1) / n  # label update of every token  [n+1, B]
+        return F.pad(dy.unsqueeze(1), (0, 0, d, 0))
+
+    def _reassociated(self, Z: Tensor) -> Tensor:
+        """General B, batch-first ``[B, n+1, d+1]``: Z Σ_h W_h (Zᵀ M Z) P̃_h with batched matrix products."""
+        n = Z.shape[1] - 1
+        context = Z[:, :n]
+        C = context.transpose(1, 2) @ context  # Zᵀ M Z  [B, D, D]
+        W, P = self.key_query(), self.value()
+        K = (W.unsqueeze(1) @ C.unsqueeze(0) @ P.unsqueeze(1)).sum(dim=0)  # Σ_h W_h C P̃_h  [B, D, D]
+        return (Z @ K) / n
 
     def _direct(self, Z: Tensor) -> Tensor:
         """The O(n² d) reference: build the ``[B, H, n+1, n]`` scores, then apply them to the values."""

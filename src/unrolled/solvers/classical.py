@@ -155,35 +155,36 @@ class Nesterov(FirstOrderSolver):
         return out
 
 
-def _safe_div(num: Tensor, den: Tensor) -> Tensor:
-    """num / den where den > 0, else 0 (a converged prompt stops moving instead of producing NaN)."""
-    ok = den > 0
-    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))
-
-
 class ConjugateGradient(FirstOrderSolver):
     """Conjugate gradient on the normal equations XᵀX w = Xᵀy (Fletcher–Reeves, exact line search).
 
     No hyper-parameters; on a well-conditioned prompt it reaches the least-squares solution in d steps.
     Uses all n context points. Prompts that have converged (zero residual) stay put.
+
+    The iteration runs in a batch-last layout (vectors ``[d, B]``, H ``[d, d, B]``): with d this small,
+    elementwise work over a contiguous batch is much faster than batched tiny matrix products.
     """
 
-    def iterate(self, problem: LeastSquares, steps: int) -> list[Tensor]:
-        w = torch.zeros_like(problem.b)
-        r = problem.b.clone()  # residual b − H w = −∇f(w)
-        p = r.clone()
-        rr = (r * r).sum(-1)
-        out = [w]
+    def forward(self, batch: RegressionBatch, steps: int) -> Trajectory:
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        X = batch.X.permute(1, 2, 0).contiguous()  # [n, d, B]
+        H = (X.unsqueeze(2) * X.unsqueeze(1)).sum(dim=0)  # XᵀX  [d, d, B]
+        r = (X * batch.y.T.unsqueeze(1)).sum(dim=0)  # residual b − H w at w = 0: Xᵀy  [d, B]
+        tiny = torch.finfo(r.dtype).tiny  # 0 / tiny = 0: a converged prompt stops moving, no NaN
+        w, p = torch.zeros_like(r), r
+        rr = torch.linalg.vecdot(r, r, dim=0)
+        states = [w.T]
         for _ in range(steps):
-            Hp = problem.hess_vec(p)
-            step = _safe_div(rr, (p * Hp).sum(-1))  # exact line search along p
-            w = w + step[:, None] * p
-            r = r - step[:, None] * Hp
-            rr_next = (r * r).sum(-1)
-            p = r + _safe_div(rr_next, rr)[:, None] * p  # Fletcher–Reeves
+            Hp = (H * p.unsqueeze(0)).sum(dim=1)
+            step = rr / torch.linalg.vecdot(p, Hp, dim=0).clamp_min(tiny)  # exact line search along p
+            w = torch.addcmul(w, step, p)
+            r = torch.addcmul(r, step, Hp, value=-1.0)
+            rr_next = torch.linalg.vecdot(r, r, dim=0)
+            p = torch.addcmul(r, rr_next / rr.clamp_min(tiny), p)  # Fletcher–Reeves
             rr = rr_next
-            out.append(w)
-        return out
+            states.append(w.T)
+        return Trajectory(tuple(states), linear_readout(batch.x_query))
 
 
 class LFOM(FirstOrderSolver):
