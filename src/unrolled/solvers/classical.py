@@ -169,14 +169,14 @@ class ConjugateGradient(FirstOrderSolver):
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         X = batch.X.permute(1, 2, 0).contiguous()  # [n, d, B]
-        H = (X.unsqueeze(2) * X.unsqueeze(1)).sum(dim=0)  # XᵀX  [d, d, B]
-        r = (X * batch.y.T.unsqueeze(1)).sum(dim=0)  # residual b − H w at w = 0: Xᵀy  [d, B]
+        H = torch.linalg.vecdot(X.unsqueeze(2), X.unsqueeze(1), dim=0)  # XᵀX  [d, d, B]
+        r = torch.linalg.vecdot(X, batch.y.T.unsqueeze(1), dim=0)  # residual b − H w at w = 0: Xᵀy  [d, B]
         tiny = torch.finfo(r.dtype).tiny  # 0 / tiny = 0: a converged prompt stops moving, no NaN
         w, p = torch.zeros_like(r), r
         rr = torch.linalg.vecdot(r, r, dim=0)
         states = [w.T]
         for _ in range(steps):
-            Hp = (H * p.unsqueeze(0)).sum(dim=1)
+            Hp = torch.linalg.vecdot(H, p.unsqueeze(0), dim=1)
             step = rr / torch.linalg.vecdot(p, Hp, dim=0).clamp_min(tiny)  # exact line search along p
             w = torch.addcmul(w, step, p)
             r = torch.addcmul(r, step, Hp, value=-1.0)
