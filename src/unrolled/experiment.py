@@ -218,7 +218,7 @@ class ExperimentRunner:
                 for unit in todo:
                     if unit.seed not in data:
                         data = {unit.seed: _SeedData(self.cfg, unit.seed, self.dtype, self.device)}
-                    bar.set_postfix_str(unit.key)
+                    bar.set_postfix_str(unit.key, refresh=False)
                     self.run_unit(unit, data[unit.seed], bar.update)
         finally:
             bar.close()
@@ -255,7 +255,7 @@ class ExperimentRunner:
                     pass
                 for job in [j for j in pending if j.ready()]:
                     pending.remove(job)
-                    bar.set_postfix_str(job.get())  # re-raises a worker's error here
+                    bar.set_postfix_str(job.get(), refresh=False)  # re-raises a worker's error here
             while not progress.empty():
                 bar.update(progress.get())
 
