@@ -202,3 +202,40 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch)
 def test_cli_lists_configs(capsys):
     assert main(["configs"]) == 0
     assert "demo" in capsys.readouterr().out
+
+
+def test_seed_data_keeps_test_validation_and_training_prompts_apart():
+    import torch
+
+    from unrolled.experiment import _SeedData
+
+    data = _SeedData(tiny(), 0, torch.float64, "cpu")
+    sets = [data.test.X, data.validation.X, data.train_batch.X]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            a, b = sets[i].reshape(-1, 3), sets[j].reshape(-1, 3)
+            # no input vector of one set appears in another
+            assert torch.cdist(a, b).min() > 0
+    # every seed has its own rotation and prompts; the same seed gives the same prompts
+    again = _SeedData(tiny(), 0, torch.float64, "cpu")
+    assert torch.equal(again.test.X, data.test.X)
+
+
+def test_oracle_preconditioned_gd_uses_the_inverse_covariance():
+    import torch
+
+    from unrolled.config import ClassicalMethod, RegressionConfig
+    from unrolled.experiment import build_classical
+    from unrolled.solvers import LeastSquares
+    from unrolled.tasks import RegressionTask
+
+    task = RegressionTask(RegressionConfig(), seed=2)
+    batch = task.sample(50, torch.Generator().manual_seed(0), dtype=torch.float64)
+    method = ClassicalMethod(name="pgd", kind="gd", lr=0.02, preconditioner="inverse_covariance")
+    traj = build_classical(method, task, 0.02, None)(batch, 2)
+    P = torch.linalg.inv(task.input_second_moment())
+    problem = LeastSquares.from_batch(batch, "sum")
+    w = torch.zeros(50, 5, dtype=torch.float64)
+    for k in range(2):
+        w = w - 0.02 * problem.grad(w) @ P.T
+        torch.testing.assert_close(traj.states[k + 1], w)

@@ -122,6 +122,8 @@ class GradientDescent(FirstOrderSolver):
 class HeavyBall(FirstOrderSolver):
     """Heavy-ball momentum: v_{k+1} = β v_k − η ∇f(w_k), w_{k+1} = w_k + v_{k+1} (v_0 = 0)."""
 
+    lookahead = False  # Nesterov evaluates the gradient at w_k + β v_k instead
+
     def __init__(self, lr: float | Sequence[float], momentum: float, objective: Objective = "sum") -> None:
         super().__init__()
         self.lr, self.momentum, self.objective = lr, momentum, objective
@@ -131,28 +133,17 @@ class HeavyBall(FirstOrderSolver):
         v = torch.zeros_like(w)
         out = [w]
         for lr in _per_step(self.lr, steps, "lr"):
-            v = self.momentum * v - lr * problem.grad(w)
+            point = w + self.momentum * v if self.lookahead else w
+            v = self.momentum * v - lr * problem.grad(point)
             w = w + v
             out.append(w)
         return out
 
 
-class Nesterov(FirstOrderSolver):
+class Nesterov(HeavyBall):
     """Nesterov's accelerated gradient: v_{k+1} = β v_k − η ∇f(w_k + β v_k), w_{k+1} = w_k + v_{k+1}."""
 
-    def __init__(self, lr: float | Sequence[float], momentum: float, objective: Objective = "sum") -> None:
-        super().__init__()
-        self.lr, self.momentum, self.objective = lr, momentum, objective
-
-    def iterate(self, problem: LeastSquares, steps: int) -> list[Tensor]:
-        w = torch.zeros_like(problem.b)
-        v = torch.zeros_like(w)
-        out = [w]
-        for lr in _per_step(self.lr, steps, "lr"):
-            v = self.momentum * v - lr * problem.grad(w + self.momentum * v)
-            w = w + v
-            out.append(w)
-        return out
+    lookahead = True
 
 
 class ConjugateGradient(FirstOrderSolver):
