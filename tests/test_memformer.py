@@ -100,7 +100,7 @@ def test_recurrent_memformer_untrained_is_multihead_lt_and_recurrence_holds(batc
 
 
 def test_ahn_one_layer_optimum_closed_form():
-    """Isotropic, one layer, B = 0: the best A is a I with a = n/(n+d+1), loss d(d+1)/(n+d+1) (PAPERS.md A.2)."""
+    """Isotropic, one layer, B = 0: the best A is a I with a = n/(n+d+1), loss d(d+1)/(n+d+1) (Ahn et al. 2023)."""
     d, n = 5, 20
     a_star = n / (n + d + 1)
     batch = make_batch(100_000, seed=11, covariance="isotropic")

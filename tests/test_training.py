@@ -13,7 +13,7 @@ from unrolled.train.loop import clip_per_matrix, final_layer_mse
 
 
 def test_one_layer_learns_ahn_optimum():
-    """Isotropic, one scalar layer: training finds a = n/(n+d+1) and loss d(d+1)/(n+d+1) (PAPERS.md A.2)."""
+    """Isotropic, one scalar layer: training finds a = n/(n+d+1) and loss d(d+1)/(n+d+1) (Ahn et al. 2023)."""
     d, n = 5, 20
     task = RegressionTask(RegressionConfig(covariance="isotropic"), seed=0)
     model = LinearTransformer(d, n, 1, A="scalar", generator=torch.Generator().manual_seed(0))

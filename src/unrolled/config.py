@@ -256,7 +256,7 @@ class MixtureComponent:
 
 @dataclass(frozen=True)
 class RegressionConfig:
-    """In-context linear regression (PAPERS.md A.1).
+    """In-context linear regression (Dutta & Sra, arXiv 2410.07263; see docs/MODELS.md).
 
     ``covariance`` picks how x and w* are drawn:
       * ``isotropic``: x ~ N(0, I), w* ~ N(0, I).
@@ -305,7 +305,7 @@ class RegressionConfig:
 
     @property
     def resolved_scales(self) -> tuple[float, ...]:
-        """The diagonal D of the rotated families (PAPERS.md A.1 default for d = 5)."""
+        """The diagonal D of the rotated families (the published figures' default for d = 5)."""
         if self.scales is not None:
             return self.scales
         return (1.0, 1.0, 0.5, 0.25, 1.0)

@@ -1,4 +1,4 @@
-"""Linear transformers and Memformers for in-context regression (PAPERS.md A.2, A.3).
+"""Linear transformers and Memformers for in-context regression (Ahn et al. 2023; Dutta & Sra, arXiv 2410.07263).
 
 Every model maps prompts (tokens ``[B, n+1, d+1]``, query last) to a :class:`~unrolled.trajectory.Trajectory`
 of the token states after layers 0..L; the shared readout is ``ŷ_q = −Z[:, n, d]`` (the query's label slot).

@@ -1,4 +1,4 @@
-"""Classical first-order methods for in-context least squares, batched over prompts (PAPERS.md A.5).
+"""Classical first-order methods for in-context least squares, batched over prompts (docs/MODELS.md).
 
 Each prompt defines f(w) = (1/2s)‖Xw − y‖² with s = 1 (``objective="sum"``, the scale the published
 baseline step sizes refer to) or s = n (``"mean"``, the scale of Ahn et al.'s Lemma 1), so
@@ -179,7 +179,7 @@ class ConjugateGradient(FirstOrderSolver):
 
 
 class LFOM(FirstOrderSolver):
-    """A linear first-order method with diagonal coefficients (PAPERS.md A.3, A.5).
+    """A linear first-order method with diagonal coefficients (Dutta & Sra, Sec. 3 and the learnable LFOM).
 
     w_{k+1} = w_k − Σ_{i≤k} Γ^k_i ⊙ ∇f(w_i), with Γ^k_i ∈ R^d.
 

@@ -1,4 +1,4 @@
-"""In-context linear regression (PAPERS.md A.1), batched and seeded.
+"""In-context linear regression (Dutta & Sra, arXiv 2410.07263; Ahn et al. 2023), batched and seeded.
 
 A prompt holds n context pairs (x_i, y_i = <x_i, w*>) and one query x_q. As tokens (rows) it is
 ``Z_0 = [[x_1, y_1], ..., [x_n, y_n], [x_q, 0]]`` of shape ``[n + 1, d + 1]``: query last, its label slot zero.

@@ -1,6 +1,6 @@
 """The training loop for the library's own in-context solvers (plain PyTorch).
 
-Two protocols (PAPERS.md A.4): ``online`` draws a fresh batch every ``resample_every`` steps; ``fixed_batch``
+Two protocols (docs/MODELS.md): ``online`` draws a fresh batch every ``resample_every`` steps; ``fixed_batch``
 draws one batch and fits it for every step (what produced the published Memformer figures). Checkpoints hold
 everything needed to continue bit for bit: model, optimizer, scheduler, the data generator's state and the
 current batch. A non-finite loss or gradient stops training with an error naming the step; the last
