@@ -239,3 +239,42 @@ def test_oracle_preconditioned_gd_uses_the_inverse_covariance():
     for k in range(2):
         w = w - 0.02 * problem.grad(w) @ P.T
         torch.testing.assert_close(traj.states[k + 1], w)
+
+
+@pytest.mark.parametrize("source", ["train", "heldout"])
+def test_constrained_memformer_run_resumes_with_its_multipliers(tmp_path, source):
+    cfg = tiny(
+        seeds=[0],
+        depths=[3],
+        methods=[
+            {
+                "name": "cmem",
+                "kind": "memformer_cgd",
+                "constraints": {
+                    "alpha": 0.3,
+                    "dual_lr": 0.5,
+                    "dual_every": 2,
+                    "dual_source": source,
+                    "heldout_size": 64,
+                },
+            }
+        ],
+        published=None,
+        **{"train.protocol": "online"},
+    )
+    ref = run_experiment(cfg, tmp_path / "ref", progress=False)
+
+    def interrupt(unit, step):
+        if step == 27:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, tmp_path / "cut", progress=False, on_step=interrupt)
+    resumed = run_experiment(cfg, tmp_path / "cut", resume=True, progress=False)
+    assert resumed["methods"] == ref["methods"]
+    unit = json.loads((tmp_path / "ref" / "units" / "cmem" / "seed0_L3.json").read_text())
+    again = json.loads((tmp_path / "cut" / "units" / "cmem" / "seed0_L3.json").read_text())
+    assert unit["multipliers"] == again["multipliers"]
+    assert max(unit["multipliers"]) > 0  # α = 0.3 is demanding: some constraint was violated
+    logged = [json.loads(line) for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    assert all(len(rec["multipliers"]) == 3 and len(rec["layer_losses"]) == 4 for rec in logged)

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from unrolled.config import LearnedMethod, RegressionConfig, ScheduleConfig, TrainConfig
+from unrolled.constrained import Objective
 from unrolled.models import LinearTransformer, build_model
 from unrolled.tasks import RegressionTask
 from unrolled.train import NonFiniteLossError, load_checkpoint, train
-from unrolled.train.loop import clip_per_matrix, final_layer_mse
+from unrolled.train.loop import RegressionStream, clip_per_matrix, final_layer_mse
 
 
 def test_one_layer_learns_ahn_optimum():
@@ -18,7 +19,7 @@ def test_one_layer_learns_ahn_optimum():
     task = RegressionTask(RegressionConfig(covariance="isotropic"), seed=0)
     model = LinearTransformer(d, n, 1, A="scalar", generator=torch.Generator().manual_seed(0))
     cfg = TrainConfig(protocol="online", steps=400, batch_size=2000, lr=0.01)
-    train(model, task, cfg, torch.Generator().manual_seed(1))
+    train(model, RegressionStream(task, cfg, torch.Generator().manual_seed(1)), cfg)
     a = model.layers[0].a.item()
     assert a == pytest.approx(n / (n + d + 1), abs=0.03)
     test = task.sample(50_000, torch.Generator().manual_seed(2))
@@ -37,7 +38,7 @@ def test_trained_model_beats_zero_and_improves_with_depth():
         model = build_model(
             LearnedMethod(name="m", kind="memformer_cgd"), 5, 20, L, torch.Generator().manual_seed(L)
         )
-        train(model, task, cfg, torch.Generator().manual_seed(0))
+        train(model, RegressionStream(task, cfg, torch.Generator().manual_seed(0)), cfg)
         with torch.no_grad():
             losses.append(model(test).layerwise_losses(test.y_query)[-1].item())
     zero = task.zero_predictor_loss()
@@ -66,9 +67,8 @@ def _fit(tmp_path, steps, protocol="online", stop_at=None, resample_every=1):
     log = []
     result = train(
         model,
-        task,
+        RegressionStream(task, cfg, torch.Generator().manual_seed(3)),
         cfg,
-        torch.Generator().manual_seed(3),
         checkpoint=tmp_path / "ck.pt",
         on_step=on_step,
         on_log=log.append,
@@ -94,16 +94,16 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     model = LinearTransformer(5, 20, 2)
     calls = {"n": 0}
 
-    def poisoned(traj, target):
-        calls["n"] += 1
-        loss = final_layer_mse(traj, target)
-        return loss * float("nan") if calls["n"] == 25 else loss
+    class Poisoned(Objective):
+        def loss(self, traj, target):
+            calls["n"] += 1
+            loss = final_layer_mse(traj, target)
+            return (loss * float("nan") if calls["n"] == 25 else loss), {}
 
     cfg = TrainConfig(steps=40, batch_size=32, checkpoint_every=10)
+    stream = RegressionStream(task, cfg, torch.Generator().manual_seed(0))
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 25.*checkpoint \(step 20\) is kept"):
-        train(
-            model, task, cfg, torch.Generator().manual_seed(0), loss_fn=poisoned, checkpoint=tmp_path / "c.pt"
-        )
+        train(model, stream, cfg, objective=Poisoned(), checkpoint=tmp_path / "c.pt")
     state = load_checkpoint(tmp_path / "c.pt")
     assert state["step"] == 20
     assert all(torch.isfinite(v).all() for v in state["model"].values())
@@ -114,7 +114,12 @@ def test_divergence_is_caught_before_a_bad_checkpoint(tmp_path):
     model = LinearTransformer(5, 20, 3, init_std=1.0)
     cfg = TrainConfig(steps=50, batch_size=32, optimizer="sgd", lr=1e6, checkpoint_every=1)
     with pytest.raises(NonFiniteLossError, match="at step"):
-        train(model, task, cfg, torch.Generator().manual_seed(0), checkpoint=tmp_path / "c.pt")
+        train(
+            model,
+            RegressionStream(task, cfg, torch.Generator().manual_seed(0)),
+            cfg,
+            checkpoint=tmp_path / "c.pt",
+        )
     if (tmp_path / "c.pt").exists():
         state = load_checkpoint(tmp_path / "c.pt")
         assert all(torch.isfinite(v).all() for v in state["model"].values())
@@ -151,5 +156,7 @@ def test_schedules():
 
 def test_nothing_to_train_is_an_error():
     model = LinearTransformer(5, 20, 1, A="fixed")
+    cfg = TrainConfig(steps=1)
+    stream = RegressionStream(RegressionTask(RegressionConfig(), 0), cfg, torch.Generator())
     with pytest.raises(ValueError, match="nothing to train"):
-        train(model, RegressionTask(RegressionConfig(), 0), TrainConfig(steps=1), torch.Generator())
+        train(model, stream, cfg)

@@ -315,6 +315,51 @@ ATTENTION_FORMS = Literal["reassociated", "direct"]
 
 
 @dataclass(frozen=True)
+class ConstraintConfig:
+    """Layerwise descent constraints E[f_l] ≤ (1 − α_l) E[f_{l−1}] and their dual ascent.
+
+    ``alpha`` is one α for every layer; ``alphas`` (one per layer) overrides it. ``dual_lr`` is η_λ;
+    ``resilient_rho`` (> 1) switches to resilient ascent λ ← [(1 − 1/ρ) λ + η_λ s]_+. The dual step runs every
+    ``dual_every`` primal steps on the mean slack of the training batches since the last one
+    (``dual_source: train``) or on a held-out constraint batch of ``heldout_size`` problems (``heldout``).
+    ``detach_previous`` stops gradients through f_{l−1} in the slack (default; see
+    :mod:`unrolled.constrained.descent` for why).
+    """
+
+    alpha: float = 0.1
+    alphas: tuple[float, ...] | None = None
+    detach_previous: bool = True
+    dual_lr: float = 0.1
+    resilient_rho: float | None = None
+    dual_every: int = 1
+    dual_source: Literal["train", "heldout"] = "train"
+    heldout_size: int = 1000
+
+    def validate(self, path: str) -> None:
+        check(0 <= self.alpha < 1, _join(path, "alpha"), f"must be in [0, 1), got {self.alpha}")
+        if self.alphas is not None:
+            check(len(self.alphas) > 0, _join(path, "alphas"), "must not be empty")
+            check(all(0 <= a < 1 for a in self.alphas), _join(path, "alphas"), "entries must be in [0, 1)")
+        check(self.dual_lr > 0, _join(path, "dual_lr"), f"must be > 0, got {self.dual_lr}")
+        if self.resilient_rho is not None:
+            check(
+                self.resilient_rho > 1, _join(path, "resilient_rho"), f"must be > 1, got {self.resilient_rho}"
+            )
+        check(self.dual_every >= 1, _join(path, "dual_every"), f"must be >= 1, got {self.dual_every}")
+        check(self.heldout_size >= 1, _join(path, "heldout_size"), f"must be >= 1, got {self.heldout_size}")
+
+    def alpha_for(self, depth: int) -> float | tuple[float, ...]:
+        """α for a model of ``depth`` layers (the per-layer list must match it)."""
+        if self.alphas is None:
+            return self.alpha
+        if len(self.alphas) != depth:
+            raise ConfigError(
+                f"constraints.alphas: has {len(self.alphas)} entries, the model has {depth} layers"
+            )
+        return self.alphas
+
+
+@dataclass(frozen=True)
 class LearnedMethod:
     """A trained in-context solver: the linear transformer or one of the Memformers.
 
@@ -324,6 +369,8 @@ class LearnedMethod:
       * ``memformer_lfom``: LFOM memory, Z ← Z + Σ_{j≤l} Γ_j ⊙ attn_j(Z_j).
       * ``memformer_lfom_plus``: Z ← Z + attn_l(Z_l) + Σ_{j<l} Γ_j ⊙ attn_j(Z_j) (GD++/NAG variant).
       * ``memformer_recurrent``: R ← β_l R + γ_l Σ_h attn_{l,h}(Z), Z ← Z + α_l R, A_l = a_l I.
+
+    ``constraints`` trains the model under layerwise descent constraints (primal-dual) instead of ERM.
     """
 
     KINDS: typing.ClassVar[tuple[str, ...]] = (
@@ -342,6 +389,7 @@ class LearnedMethod:
     fixed_scale: float = 1.0
     gamma_init: float = 0.0
     attention: ATTENTION_FORMS = "reassociated"
+    constraints: ConstraintConfig | None = None
     label: str | None = None
 
     def validate(self, path: str) -> None:

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unrolled.config import ClassicalMethod, ExperimentConfig, LearnedMethod, MethodConfig, dump_config
+from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, Objective
 from unrolled.models import build_model
 from unrolled.seeding import generator
 from unrolled.solvers import (
@@ -41,7 +42,8 @@ from unrolled.solvers import (
 from unrolled.solvers.tuning import DEFAULT_MOMENTA
 from unrolled.tasks.regression import RegressionBatch, RegressionTask
 from unrolled.train.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, read_json
-from unrolled.train.loop import train
+from unrolled.train.loop import RegressionStream, train
+from unrolled.trajectory import squared_error
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -98,10 +100,37 @@ def build_classical(
     return cls(lr, momentum, objective=method.objective)
 
 
+def regression_objective(
+    method: LearnedMethod, depth: int, data: _SeedData, dtype: torch.dtype, device: str
+) -> tuple[Objective, Callable[[torch.nn.Module], torch.Tensor] | None]:
+    """ERM, or the constrained objective of ``method.constraints`` (with its held-out slack function)."""
+    c = method.constraints
+    if c is None:
+        return Objective(squared_error), None
+    constraints = DescentConstraints(c.alpha_for(depth), c.detach_previous)
+    objective = ConstrainedObjective(
+        constraints,
+        Multipliers(depth, c.dual_lr, c.resilient_rho),
+        squared_error,
+        dual_every=c.dual_every,
+        dual_source=c.dual_source,
+    )
+    if c.dual_source != "heldout":
+        return objective, None
+    batch = data.task.sample(c.heldout_size, generator(data.seed, "constraint"), dtype, device)
+
+    def heldout_slack(model: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return constraints.slacks(model(batch).layerwise_losses(batch.y_query))
+
+    return objective, heldout_slack
+
+
 class _SeedData:
     """The prompts of one seed: held-out test, validation, and (fixed_batch) the training batch."""
 
     def __init__(self, cfg: ExperimentConfig, seed: int, dtype: torch.dtype, device: str) -> None:
+        self.seed = seed
         self.task = RegressionTask(cfg.task, seed)
         self.test = self.task.sample(cfg.eval.batch_size, generator(seed, "test"), dtype, device)
         self.validation = self.task.sample(
@@ -285,14 +314,19 @@ class ExperimentRunner:
         ckpt = self.checkpoint_path(unit)
         if ckpt.exists():
             advance(int(load_checkpoint(ckpt)["step"]))
+        stream = RegressionStream(
+            data.task, cfg.train, generator(unit.seed, "train"), self.dtype, self.device
+        )
+        objective, heldout = regression_objective(unit.method, unit.depth, data, self.dtype, self.device)
         result = train(
             model,
-            data.task,
+            stream,
             cfg.train,
-            generator(unit.seed, "train"),
+            objective=objective,
             dtype=self.dtype,
             device=self.device,
             checkpoint=ckpt,
+            heldout_slack=heldout,
             on_log=on_log,
             on_step=on_step,
             where=f"method {unit.method.name}, seed {unit.seed}, depth {unit.depth}",
@@ -301,15 +335,18 @@ class ExperimentRunner:
             "method": unit.method.name,
             "seed": unit.seed,
             "depth": unit.depth,
-            "final_train_loss": result.final_loss,
+            "final_train_loss": result.final_loss if math.isfinite(result.final_loss) else None,
             "steps": result.steps,
         }
+        if objective.constrained:
+            record["multipliers"] = [float(v) for v in objective.multipliers.value]
         with torch.no_grad():
             record["layerwise"] = {
                 "test": {str(unit.depth): _losses(model(data.test).layerwise_losses(data.test.y_query))}
             }
             if data.train_batch is not None:
-                tb = result.train_batch
+                tb = stream.batch
+                assert tb is not None
                 record["layerwise"]["train"] = {
                     str(unit.depth): _losses(model(tb).layerwise_losses(tb.y_query))
                 }

@@ -1,10 +1,17 @@
-"""The training loop for the library's own in-context solvers (plain PyTorch).
+"""The training loop for the library's own solvers (plain PyTorch, optionally DDP under ``torchrun``).
 
-Two protocols (docs/MODELS.md): ``online`` draws a fresh batch every ``resample_every`` steps; ``fixed_batch``
-draws one batch and fits it for every step (what produced the published Memformer figures). Checkpoints hold
-everything needed to continue bit for bit: model, optimizer, scheduler, the data generator's state and the
-current batch. A non-finite loss or gradient stops training with an error naming the step; the last
-checkpoint written before it is left untouched.
+The loop is task-agnostic: a *stream* hands out ``(inputs, target)`` batches and can save and restore its
+position; an *objective* (:mod:`unrolled.constrained.objective`) turns the model's trajectory into the scalar
+to minimise and takes dual steps for constrained training. Checkpoints hold everything needed to continue
+bit for bit: model, optimizer, scheduler, stream state and objective state (multipliers). A non-finite loss
+or gradient stops training with an error naming the step; the last checkpoint written before it stays.
+
+Two regression protocols (docs/MODELS.md): ``online`` draws a fresh batch every ``resample_every`` steps;
+``fixed_batch`` draws one batch and fits it for every step (what produced the published Memformer figures).
+
+Distributed: when ``torch.distributed`` is initialised (``torchrun``), the model is wrapped in DDP, every rank
+draws the same global batch and keeps its own contiguous shard, the constrained objective all-reduces its
+slack estimates, and only rank 0 writes checkpoints and logs.
 """
 
 from __future__ import annotations
@@ -14,17 +21,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from unrolled.config import TrainConfig
+from unrolled.constrained.objective import Objective
 from unrolled.tasks.regression import RegressionBatch, RegressionTask
 from unrolled.train.checkpoint import load_checkpoint, save_checkpoint
 from unrolled.trajectory import Trajectory, squared_error
-
-LossFn = Callable[[Trajectory, Tensor], Tensor]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -36,23 +43,104 @@ def final_layer_mse(trajectory: Trajectory, target: Tensor) -> Tensor:
     return squared_error(trajectory.prediction(), target).mean()
 
 
+class Stream(Protocol):
+    """A source of training batches with a resumable position."""
+
+    def next(self) -> tuple[Any, Tensor]:
+        """The next ``(inputs, target)``; ``model(inputs)`` gives a trajectory read against ``target``."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard(batch_size: int, rank: int, world: int) -> slice:
+    """This rank's contiguous share of a global batch (the batch must split evenly)."""
+    if batch_size % world != 0:
+        raise ValueError(f"batch_size {batch_size} does not split evenly over {world} processes")
+    per = batch_size // world
+    return slice(rank * per, (rank + 1) * per)
+
+
+class RegressionStream:
+    """Prompts for the online or fixed-batch protocol; under DDP each rank keeps its shard of the global batch.
+
+    Attributes:
+        batch: the current (full, global) batch; for ``fixed_batch`` the training batch itself.
+    """
+
+    def __init__(
+        self,
+        task: RegressionTask,
+        cfg: TrainConfig,
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.task, self.cfg, self.generator, self.dtype, self.device = task, cfg, generator, dtype, device
+        self.rank, self.world = rank_and_world()
+        self._slice = shard(cfg.batch_size, self.rank, self.world)
+        self.batch: RegressionBatch | None = None
+        self.drawn = 0  # batches served
+
+    def _sample(self) -> RegressionBatch:
+        return self.task.sample(self.cfg.batch_size, self.generator, dtype=self.dtype, device=self.device)
+
+    def next(self) -> tuple[RegressionBatch, Tensor]:
+        fresh = self.batch is None or (
+            self.cfg.protocol == "online" and self.drawn % self.cfg.resample_every == 0
+        )
+        if fresh:
+            self.batch = self._sample()
+        self.drawn += 1
+        assert self.batch is not None
+        mine = self.batch if self.world == 1 else _slice_batch(self.batch, self._slice)
+        return mine, mine.y_query
+
+    def state_dict(self) -> dict[str, Any]:
+        batch = (
+            None if self.batch is None else {k: v.detach().cpu() for k, v in self.batch.state_dict().items()}
+        )
+        return {"generator": self.generator.get_state(), "batch": batch, "drawn": self.drawn}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.drawn = int(state["drawn"])
+        if state["batch"] is not None:
+            self.batch = RegressionBatch.from_state_dict(state["batch"]).to(
+                device=self.device, dtype=self.dtype
+            )
+
+
+def _slice_batch(batch: RegressionBatch, part: slice) -> RegressionBatch:
+    return RegressionBatch(*(t[part] for t in batch.astuple()))
+
+
 @dataclass
 class TrainResult:
     """What training leaves behind.
 
     Attributes:
         steps: the number of optimizer steps taken in total (including those before a resume).
-        final_loss: training loss at the last step.
-        train_batch: the fixed training batch (``fixed_batch`` protocol), else the last batch seen.
+        final_loss: the objective at the last step (ERM: the training loss of the last layer).
         resumed_from: the checkpoint step training continued from (0 for a fresh start).
         seconds: wall-clock seconds of this call.
+        last_info: what the objective reported at the last step (layer losses, slacks, multipliers).
     """
 
     steps: int
     final_loss: float
-    train_batch: RegressionBatch
     resumed_from: int
     seconds: float
+    last_info: dict[str, Any]
 
 
 def make_optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -87,29 +175,30 @@ def clip_per_matrix(params: list[nn.Parameter], max_norm: float) -> None:
 
 def train(
     model: nn.Module,
-    task: RegressionTask,
+    stream: Stream,
     cfg: TrainConfig,
-    generator: torch.Generator,
     *,
+    objective: Objective | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
-    loss_fn: LossFn = final_layer_mse,
     checkpoint: str | Path | None = None,
+    heldout_slack: Callable[[nn.Module], Tensor] | None = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     where: str = "",
 ) -> TrainResult:
-    """Fit ``model`` on prompts from ``task``; resume from ``checkpoint`` if that file exists.
+    """Fit ``model`` on batches from ``stream``; resume from ``checkpoint`` if that file exists.
 
     Args:
-        model: a solver returning a :class:`Trajectory` for a :class:`RegressionBatch`.
-        task: the prompt sampler.
-        cfg: protocol, optimizer, schedule, clipping, logging and checkpoint cadence.
-        generator: the data stream (its state is saved in checkpoints).
-        loss_fn: ``(trajectory, target [B]) -> scalar``; ERM on the last layer by default.
+        model: a solver returning a :class:`Trajectory` for the stream's inputs.
+        stream: the batches (:class:`RegressionStream`, or the video clip stream).
+        cfg: optimizer, schedule, clipping, steps, logging and checkpoint cadence.
+        objective: ERM on the last layer (default, squared error) or :class:`ConstrainedObjective`.
         checkpoint: file to save to every ``cfg.checkpoint_every`` steps and at the end; if it exists,
-            training continues from it.
-        on_log: called with ``{"step", "loss", "lr"}`` every ``cfg.log_every`` steps.
+            training continues from it (model, optimizer, scheduler, stream, multipliers).
+        heldout_slack: ``model -> slacks [L]`` on a held-out constraint batch, for ``dual_source: heldout``.
+        on_log: called every ``cfg.log_every`` steps with the step, loss, lr and the objective's report
+            (layerwise losses, slacks, multipliers when constrained); rank 0 only.
         on_step: called with the step number after every step (progress bars, interrupt tests).
         where: a label for error messages (e.g. the method, seed and depth).
 
@@ -118,32 +207,31 @@ def train(
             for that step, so the last good one stays.
     """
     t0 = time.perf_counter()
+    objective = objective or Objective()
+    rank, world = rank_and_world()
     model.to(device=device, dtype=dtype)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{where or 'model'}: nothing to train (no parameters require gradients)")
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model)
     optimizer = make_optimizer(cfg, params)
     scheduler = make_scheduler(cfg, optimizer)
 
-    def sample() -> RegressionBatch:
-        return task.sample(cfg.batch_size, generator, dtype=dtype, device=device)
-
-    start, batch = 0, None
+    start = 0
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        batch = RegressionBatch.from_state_dict(state["batch"]).to(device=device, dtype=dtype)
+        stream.load_state_dict(state["stream"])
+        objective.load_state_dict(state["objective"])
         start = int(state["step"])
-    resumed_from = start
-    if batch is None:
-        batch = sample()
 
     def save(step: int) -> None:
-        if ckpt_path is None:
+        if ckpt_path is None or rank != 0:
             return
         save_checkpoint(
             ckpt_path,
@@ -152,19 +240,19 @@ def train(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "batch": {k: v.detach().cpu() for k, v in batch.state_dict().items()},
+                "stream": stream.state_dict(),
+                "objective": objective.state_dict(),
             },
         )
 
     label = f" ({where})" if where else ""
-    loss_value = float("nan")
-    model.train()
+    loss_value, info = float("nan"), {}
+    net.train()
     for step in range(start + 1, cfg.steps + 1):
-        if cfg.protocol == "online" and step > 1 and (step - 1) % cfg.resample_every == 0:
-            batch = sample()
+        inputs, target = stream.next()
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(batch), batch.y_query)
+        trajectory = net(inputs)
+        loss, info = objective.loss(trajectory, target)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(
@@ -185,17 +273,17 @@ def train(
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
-        if on_log is not None and (step % cfg.log_every == 0 or step == cfg.steps or step == 1):
-            on_log({"step": step, "loss": loss_value, "lr": lr})
+        dual = objective.after_step(
+            step, (lambda: heldout_slack(model)) if heldout_slack is not None else None
+        )
+        if on_log is not None and rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps or step == 1):
+            on_log({"step": step, "loss": loss_value, "lr": lr, **info, **dual})
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             save(step)
         if on_step is not None:
             on_step(step)
-    if start >= cfg.steps:  # already finished: report the loss of the restored model
-        with torch.no_grad():
-            loss_value = float(loss_fn(model(batch), batch.y_query))
-    model.eval()
-    return TrainResult(cfg.steps, loss_value, batch, resumed_from, time.perf_counter() - t0)
+    net.eval()
+    return TrainResult(cfg.steps, loss_value, start, time.perf_counter() - t0, info)
 
 
 def _last_saved(step: int, cfg: TrainConfig, start: int) -> int:

@@ -1,0 +1,80 @@
+"""Layerwise descent constraints (Porras-Valenzuela, Hadou & Ribeiro, arXiv 2601.17257).
+
+A solver's trajectory gives layerwise losses f_0, ..., f_L (read out through one shared readout). The
+constrained problem asks every layer to descend:
+
+    minimise  E[f_L]   subject to   E[f_l] ≤ (1 − α_l) E[f_{l−1}],   l = 1..L,   0 ≤ α_l < 1.
+
+Its slacks are s_l = f_l − (1 − α_l) f_{l−1} (≤ 0 when the constraint holds) and its empirical Lagrangian is
+f_L + Σ_l λ_l s_l with multipliers λ_l ≥ 0 (see :mod:`unrolled.constrained.multipliers`).
+
+``detach_previous`` (default True) stops the gradient through f_{l−1} inside s_l. The exact Lagrangian
+gradient contains −λ_l (1 − α_l) ∇f_{l−1}: it rewards *raising* the loss of the layer before, so a model can
+satisfy constraint l by making layer l−1 worse (for l = 1, by degrading its input representation). Detached,
+each constraint only pushes layer l below a target set by layer l−1, which is what "descend layer by layer"
+means. The group's earlier code did not detach; ``detach_previous: false`` gives that behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DescentConstraints:
+    """E[f_l] ≤ (1 − α_l) E[f_{l−1}] for l = 1..L.
+
+    Attributes:
+        alpha: one α for every layer, or one per layer (length L); each in [0, 1).
+        detach_previous: stop gradients through f_{l−1} in the slack (see the module docstring).
+    """
+
+    alpha: float | Sequence[float] = 0.1
+    detach_previous: bool = True
+
+    def __post_init__(self) -> None:
+        values = [self.alpha] if isinstance(self.alpha, int | float) else list(self.alpha)
+        if not values or any(not 0 <= a < 1 for a in values):
+            raise ValueError(f"alpha must be in [0, 1) (one value or one per layer), got {self.alpha}")
+
+    def alphas(self, depth: int, like: Tensor | None = None) -> Tensor:
+        """α_1..α_L as a tensor ``[L]`` (dtype/device of ``like``)."""
+        if isinstance(self.alpha, int | float):
+            values = [float(self.alpha)] * depth
+        else:
+            values = [float(a) for a in self.alpha]
+            if len(values) != depth:
+                raise ValueError(f"alpha has {len(values)} entries but the trajectory has {depth} layers")
+        kwargs = {"dtype": like.dtype, "device": like.device} if like is not None else {}
+        return torch.tensor(values, **kwargs)
+
+    def slacks(self, layer_losses: Tensor) -> Tensor:
+        """s_l = f_l − (1 − α_l) f_{l−1} for l = 1..L, from losses ``[L + 1]`` (or ``[L + 1, ...]``): ``[L]``."""
+        if layer_losses.dim() == 0 or layer_losses.shape[0] < 2:
+            raise ValueError(
+                f"need layerwise losses f_0..f_L with L >= 1, got shape {tuple(layer_losses.shape)}"
+            )
+        depth = layer_losses.shape[0] - 1
+        alpha = self.alphas(depth, layer_losses).reshape(depth, *([1] * (layer_losses.dim() - 1)))
+        previous = layer_losses[:-1].detach() if self.detach_previous else layer_losses[:-1]
+        return layer_losses[1:] - (1 - alpha) * previous
+
+    def lagrangian(self, layer_losses: Tensor, multipliers: Tensor) -> Tensor:
+        """f_L + Σ_l λ_l s_l (a scalar); the multipliers are treated as constants for the primal step."""
+        slacks = self.slacks(layer_losses)
+        if multipliers.shape != slacks.shape:
+            raise ValueError(f"{tuple(multipliers.shape)} multipliers for {tuple(slacks.shape)} constraints")
+        return layer_losses[-1] + (multipliers.detach() * slacks).sum()
+
+
+def violation_share(layer_losses: Tensor, alpha: float | Sequence[float] = 0.0) -> float:
+    """The fraction of layers l = 1..L whose loss does not descend: f_l > (1 − α_l) f_{l−1}.
+
+    With α = 0 this is the share of layers where the loss goes up.
+    """
+    slacks = DescentConstraints(alpha).slacks(layer_losses.detach())
+    return float((slacks > 0).float().mean())

@@ -1,0 +1,121 @@
+"""Training objectives: ERM on the last layer, or the constrained Lagrangian with dual ascent.
+
+The trainer calls :meth:`Objective.loss` on every primal step and :meth:`Objective.after_step` after the
+optimizer step; the constrained objective takes its dual steps there. Both work for any solver of the library,
+since they only read the trajectory's layerwise losses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from unrolled.constrained.descent import DescentConstraints
+from unrolled.constrained.multipliers import Multipliers
+from unrolled.trajectory import LossFn, Trajectory, squared_error
+
+
+class Objective:
+    """ERM: minimise the mean per-sample loss of the last layer's readout."""
+
+    constrained = False
+
+    def __init__(self, per_sample_loss: LossFn = squared_error) -> None:
+        self.per_sample_loss = per_sample_loss
+
+    def loss(self, trajectory: Trajectory, target: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        """The scalar to back-propagate, and what to log."""
+        return self.per_sample_loss(trajectory.prediction(), target).mean(), {}
+
+    def after_step(self, step: int, heldout_slack: Callable[[], Tensor] | None = None) -> dict[str, Any]:
+        """Called after each optimizer step (the dual update of the constrained objective)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+ERMObjective = Objective
+
+
+class ConstrainedObjective(Objective):
+    """Primal: f_L + Σ λ_l s_l. Dual: every ``dual_every`` primal steps, λ ← [(1 − 1/ρ)λ + η_λ ŝ]_+.
+
+    Args:
+        constraints: the descent constraints (α per layer, detach switch).
+        multipliers: λ and its ascent rule.
+        per_sample_loss: ``(prediction, target) -> [B]``.
+        dual_every: primal steps between dual steps.
+        dual_source: ``"train"``, ŝ = the mean slack over the training batches since the last dual step, or
+            ``"heldout"``, ŝ = the slack on a held-out constraint batch (the trainer passes a function that
+            computes it).
+    """
+
+    constrained = True
+
+    def __init__(
+        self,
+        constraints: DescentConstraints,
+        multipliers: Multipliers,
+        per_sample_loss: LossFn = squared_error,
+        dual_every: int = 1,
+        dual_source: str = "train",
+    ) -> None:
+        super().__init__(per_sample_loss)
+        if dual_every < 1:
+            raise ValueError(f"dual_every must be >= 1, got {dual_every}")
+        if dual_source not in ("train", "heldout"):
+            raise ValueError(f"dual_source must be 'train' or 'heldout', got {dual_source!r}")
+        self.constraints, self.multipliers = constraints, multipliers
+        self.dual_every, self.dual_source = dual_every, dual_source
+        self._slack_sum: Tensor | None = None
+        self._slack_count = 0
+
+    def loss(self, trajectory: Trajectory, target: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        losses = trajectory.layerwise_losses(target, self.per_sample_loss)  # [L + 1]
+        slacks = self.constraints.slacks(losses)
+        lagrangian = losses[-1] + (self.multipliers.as_tensor(slacks) * slacks).sum()
+        s = slacks.detach().to(torch.float64).cpu()
+        self._slack_sum = s if self._slack_sum is None else self._slack_sum + s
+        self._slack_count += 1
+        info = {
+            "layer_losses": [float(v) for v in losses.detach()],
+            "slacks": [float(v) for v in s],
+            "multipliers": [float(v) for v in self.multipliers.value],
+        }
+        return lagrangian, info
+
+    def after_step(self, step: int, heldout_slack: Callable[[], Tensor] | None = None) -> dict[str, Any]:
+        if step % self.dual_every != 0:
+            return {}
+        if self.dual_source == "heldout":
+            if heldout_slack is None:
+                raise ValueError("dual_source 'heldout' needs a held-out constraint batch")
+            estimate = heldout_slack().detach().to(torch.float64).cpu()
+        else:
+            assert self._slack_sum is not None
+            estimate = self._slack_sum / self._slack_count
+        self._slack_sum, self._slack_count = None, 0
+        value = self.multipliers.step(estimate)
+        return {
+            "dual_step": self.multipliers.steps,
+            "slack_estimate": estimate.tolist(),
+            "multipliers": value.tolist(),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "multipliers": self.multipliers.state_dict(),
+            "slack_sum": self._slack_sum,
+            "slack_count": self._slack_count,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.multipliers.load_state_dict(state["multipliers"])
+        self._slack_sum, self._slack_count = state["slack_sum"], int(state["slack_count"])
