@@ -51,7 +51,10 @@ def resolve_config(name_or_path: str) -> Path:
 
 def _print_summary(results: dict, out: Path) -> None:
     from unrolled.report import markdown_table
+    from unrolled.train.loop import rank_and_world
 
+    if rank_and_world()[0] != 0:
+        return
     print()
     print(f"{results['name']} — log loss at the query ({results['evaluation']}), mean ± std over seeds:")
     print(markdown_table(results, results["headline_split"]))
@@ -162,15 +165,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def init_distributed() -> bool:
+    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); gloo on CPU, NCCL on GPUs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from unrolled.experiment import RunFolderError
 
+    distributed = init_distributed()
     try:
         return int(args.func(args))
     except (ConfigError, RunFolderError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
+import os
 import queue
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from unrolled.config import ClassicalMethod, ExperimentConfig, LearnedMethod, MethodConfig, dump_config
@@ -42,7 +44,7 @@ from unrolled.solvers import (
 from unrolled.solvers.tuning import DEFAULT_MOMENTA
 from unrolled.tasks.regression import RegressionBatch, RegressionTask
 from unrolled.train.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, read_json
-from unrolled.train.loop import RegressionStream, train
+from unrolled.train.loop import RegressionStream, rank_and_world, train
 from unrolled.trajectory import squared_error
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -164,6 +166,9 @@ class ExperimentRunner:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if workers > 1 and on_step is not None:
             raise ValueError("on_step callbacks need workers=1 (they run in the main process)")
+        self.rank, self.world = rank_and_world()
+        if self.world > 1:
+            workers = 1  # under torchrun the processes are the ranks
         self.workers = workers
         self.cfg, self.out, self.resume, self.progress = cfg, Path(out_dir), resume, progress
         self.on_step, self.log = on_step, log
@@ -171,6 +176,8 @@ class ExperimentRunner:
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
             raise RunFolderError(f"device: {cfg.device!r} asked for, but CUDA is not available here")
         self.device = cfg.device
+        if self.world > 1 and cfg.device == "cuda":
+            self.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 
     # -- run folder ----------------------------------------------------------------------------------------
     def unit_path(self, unit: Unit) -> Path:
@@ -223,17 +230,21 @@ class ExperimentRunner:
 
     # -- work ----------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        """Run every unfinished unit, then aggregate ``results.json`` and write the report."""
+        """Run every unfinished unit, then aggregate ``results.json`` and write the report.
+
+        Under ``torchrun`` every rank runs every unit (DDP inside), rank 0 alone writes files, and the
+        ranks wait for each other after each unit.
+        """
         t0 = time.perf_counter()
-        self._prepare()
+        _on_rank0_then_share(self._prepare)
         units = plan(self.cfg)
         todo = [u for u in units if not self.unit_path(u).exists()]
-        if len(todo) < len(units):
+        if len(todo) < len(units) and self.rank == 0:
             self.log(f"resuming {self.out}: {len(units) - len(todo)} of {len(units)} units already done")
         total_steps = sum(self.cfg.train.steps for u in todo if u.learned)
         bar = tqdm(
             total=total_steps,
-            disable=not self.progress or total_steps == 0,
+            disable=not self.progress or total_steps == 0 or self.rank != 0,
             desc=self.cfg.name,
             unit="step",
             dynamic_ncols=True,
@@ -249,6 +260,7 @@ class ExperimentRunner:
                         data = {unit.seed: _SeedData(self.cfg, unit.seed, self.dtype, self.device)}
                     bar.set_postfix_str(unit.key, refresh=False)
                     self.run_unit(unit, data[unit.seed], bar.update)
+                    _barrier()
         finally:
             bar.close()
         results = aggregate(self.cfg, [read_json(self.unit_path(u)) for u in units])
@@ -257,19 +269,23 @@ class ExperimentRunner:
             "compute_seconds": sum(read_json(self.unit_path(u))["seconds"] for u in units),
             "workers": self.workers,
         }
-        atomic_write_json(self.out / "results.json", results)
-        from unrolled.report import write_report
+        results["distributed_world_size"] = self.world
+        if self.rank == 0:
+            atomic_write_json(self.out / "results.json", results)
+            from unrolled.report import write_report
 
-        write_report(self.out)
+            write_report(self.out)
+        _barrier()
         return results
 
     def run_unit(self, unit: Unit, data: _SeedData, advance: Callable[[int], object]) -> None:
-        """Run one unit and write its record to ``units/`` atomically."""
+        """Run one unit and write its record to ``units/`` atomically (rank 0)."""
         if unit.learned:
             record = self._run_learned(unit, data, advance)
         else:
             record = self._run_classical(unit, data)
-        atomic_write_json(self.unit_path(unit), record)
+        if self.rank == 0:
+            atomic_write_json(self.unit_path(unit), record)
 
     def _run_parallel(self, todo: list[Unit], bar: tqdm) -> None:
         """Units in ``workers`` processes (one thread each); results do not depend on the worker count."""
@@ -441,6 +457,28 @@ def _worker_run(cfg: ExperimentConfig, out: str, unit: Unit) -> str:
     if pending[0]:
         _PROGRESS.put(pending[0])
     return unit.key
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def _on_rank0_then_share(fn: Callable[[], None]) -> None:
+    """Run ``fn`` on rank 0 only; if it fails, every rank raises the same error (nobody hangs)."""
+    rank, world = rank_and_world()
+    if world == 1:
+        fn()
+        return
+    message: list[str | None] = [None]
+    if rank == 0:
+        try:
+            fn()
+        except (RunFolderError, OSError) as exc:
+            message[0] = str(exc)
+    dist.broadcast_object_list(message, src=0)
+    if message[0] is not None:
+        raise RunFolderError(message[0])
 
 
 def _safe_log(x: float) -> float:
