@@ -56,8 +56,14 @@ def _print_summary(results: dict, out: Path) -> None:
     if rank_and_world()[0] != 0:
         return
     print()
-    print(f"{results['name']} — log loss at the query ({results['evaluation']}), mean ± std over seeds:")
-    print(markdown_table(results, results["headline_split"]))
+    if results.get("task") == "video denoising":
+        from unrolled.report import denoising_table
+
+        print(f"{results['name']} — test RMSE (0–255) vs test perturbation γ, mean ± std over seeds:")
+        print(denoising_table(results))
+    else:
+        print(f"{results['name']} — log loss at the query ({results['evaluation']}), mean ± std over seeds:")
+        print(markdown_table(results, results["headline_split"]))
     print()
     print(f"run folder: {out}  (report: {out / 'report.md'})")
 

@@ -19,9 +19,10 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from unrolled.tasks.video import VideoDataConfig
+from unrolled.validation import ConfigError, check
 
-class ConfigError(ValueError):
-    """A config key is unknown, of the wrong type, or out of range; the message names the key."""
+__all__ = ["ConfigError", "VideoDataConfig", "check"]  # and the config dataclasses below
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -107,6 +108,10 @@ def _convert_tagged(value: Any, members: list[type], path: str) -> Any:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{path}: expected a mapping, got {_fmt(value)}")
     kind = value.get("kind")
+    if kind is None:  # a member may be the implicit default (a task without `kind` is regression)
+        implicit = [cls for cls in members if getattr(cls, "IMPLICIT", False)]
+        if implicit:
+            return from_dict(implicit[0], value, path)
     known: list[str] = []
     for cls in members:
         kinds = cls.KINDS  # type: ignore[attr-defined]
@@ -161,12 +166,6 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
-
-
-def check(condition: bool, path: str, message: str) -> None:
-    """Raise :class:`ConfigError` with ``path: message`` unless ``condition`` holds."""
-    if not condition:
-        raise ConfigError(f"{path}: {message}")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -266,6 +265,8 @@ class RegressionConfig:
     ``variance`` (σ²) scales the variance of both x and w*; ``label_noise`` is the std of label noise.
     """
 
+    KINDS: typing.ClassVar[tuple[str, ...]] = ("regression",)
+    IMPLICIT: typing.ClassVar[bool] = True
     kind: Literal["regression"] = "regression"
     d: int = 5
     n: int = 20
@@ -460,7 +461,62 @@ class ClassicalMethod:
                 check(self.tune, _join(path, key), "only used with tune: true")
 
 
-MethodConfig = LearnedMethod | ClassicalMethod
+@dataclass(frozen=True)
+class DenoiserMethod:
+    """A video denoiser: space-time patch tokens, a backbone, and a shared linear patch decoder as readout.
+
+    kinds: ``ut`` (the unrolled transformer, untied layers Φ_l = σ(W_l Z_l + U_l X_{l−1})) or ``vit``
+    (pre-norm transformer blocks). ``patch`` is (frames, rows, columns) per token. ``activation``, ``norm``
+    and ``init`` apply to the UT, ``mlp_ratio`` to the ViT. ``constraints`` trains under layerwise descent
+    constraints (primal-dual) instead of ERM.
+    """
+
+    KINDS: typing.ClassVar[tuple[str, ...]] = ("ut", "vit")
+    name: str
+    kind: str
+    width: int = 64
+    depth: int = 6
+    heads: int = 4
+    patch: tuple[int, int, int] = (2, 8, 8)
+    activation: Literal["gelu", "relu", "tanh", "identity"] = "relu"
+    norm: Literal["none", "layer"] = "layer"
+    init: Literal["identity", "normal"] = "identity"
+    init_std: float = 0.02
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    constraints: ConstraintConfig | None = None
+    label: str | None = None
+
+    def validate(self, path: str) -> None:
+        for key in ("width", "depth", "heads"):
+            check(getattr(self, key) >= 1, _join(path, key), f"must be >= 1, got {getattr(self, key)}")
+        check(self.width % self.heads == 0, _join(path, "heads"), f"must divide width {self.width}")
+        check(len(self.patch) == 3, _join(path, "patch"), "needs 3 entries (frames, rows, columns)")
+        check(all(p >= 1 for p in self.patch), _join(path, "patch"), "entries must be >= 1")
+        check(0 <= self.dropout < 1, _join(path, "dropout"), f"must be in [0, 1), got {self.dropout}")
+        check(self.init_std >= 0, _join(path, "init_std"), f"must be >= 0, got {self.init_std}")
+
+
+@dataclass(frozen=True)
+class PerturbationConfig:
+    """Input noise of the denoising task: x̃ = x + ε, ε ~ N(μ, (γ σ)²) (or NEFTune-scaled uniform noise).
+
+    σ is the training clips' pixel standard deviation, measured once. Training uses ``train_gamma``; the
+    robustness sweep evaluates at every ``test_gammas`` level (the paper's grid by default).
+    """
+
+    kind: Literal["gaussian", "uniform"] = "gaussian"
+    train_gamma: float = 0.25
+    mean: float = 0.0
+    test_gammas: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.5)
+
+    def validate(self, path: str) -> None:
+        check(self.train_gamma >= 0, _join(path, "train_gamma"), f"must be >= 0, got {self.train_gamma}")
+        check(len(self.test_gammas) > 0, _join(path, "test_gammas"), "must not be empty")
+        check(all(g >= 0 for g in self.test_gammas), _join(path, "test_gammas"), "entries must be >= 0")
+
+
+MethodConfig = LearnedMethod | ClassicalMethod | DenoiserMethod
 
 
 @dataclass(frozen=True)
@@ -534,7 +590,7 @@ class ExperimentConfig:
     """One experiment: a task, the methods to compare, seeds, depths, training and evaluation."""
 
     name: str
-    task: RegressionConfig
+    task: RegressionConfig | VideoDataConfig
     methods: tuple[MethodConfig, ...]
     description: str = ""
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -543,11 +599,18 @@ class ExperimentConfig:
     device: str = "cpu"
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
     published: dict[str, tuple[float, ...]] | None = None
+    published_gammas: tuple[float, ...] | None = None
     published_source: str = ""
 
     def validate(self, path: str) -> None:
         check(len(self.methods) > 0, "methods", "needs at least one method")
+        video = self.task.kind == "video"
+        for i, m in enumerate(self.methods):
+            ok = isinstance(m, DenoiserMethod) if video else not isinstance(m, DenoiserMethod)
+            task = "video denoising" if video else "in-context regression"
+            check(ok, f"methods[{i}].kind", f"{m.kind!r} is not a method of the {task} task")
         names = [m.name for m in self.methods]
         dup = sorted({n for n in names if names.count(n) > 1})
         check(not dup, "methods", f"duplicate method names: {', '.join(dup)}")
@@ -565,12 +628,17 @@ class ExperimentConfig:
                 "training batch)",
             )
         if self.published is not None:
+            points = self.published_gammas if video else self.depths
+            what = "published_gammas entry" if video else "depth"
+            if video:
+                check(self.published_gammas is not None, "published_gammas", "required with published")
+            assert points is not None
             for key, values in self.published.items():
                 check(key in names, f"published.{key}", f"no method named {key!r}")
                 check(
-                    len(values) == len(self.depths),
+                    len(values) == len(points),
                     f"published.{key}",
-                    f"needs one value per depth ({len(self.depths)}), got {len(values)}",
+                    f"needs one value per {what} ({len(points)}), got {len(values)}",
                 )
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"device: expected 'cpu' or 'cuda[:N]', got {self.device!r}")

@@ -28,8 +28,16 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from unrolled.config import ClassicalMethod, ExperimentConfig, LearnedMethod, MethodConfig, dump_config
+from unrolled.config import (
+    ClassicalMethod,
+    DenoiserMethod,
+    ExperimentConfig,
+    LearnedMethod,
+    MethodConfig,
+    dump_config,
+)
 from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, Objective
+from unrolled.denoising import DenoisingData, aggregate_denoising, run_denoising_unit
 from unrolled.models import build_model
 from unrolled.seeding import generator
 from unrolled.solvers import (
@@ -69,7 +77,7 @@ class Unit:
 
     @property
     def learned(self) -> bool:
-        return isinstance(self.method, LearnedMethod)
+        return not isinstance(self.method, ClassicalMethod)
 
 
 def plan(cfg: ExperimentConfig) -> list[Unit]:
@@ -77,7 +85,9 @@ def plan(cfg: ExperimentConfig) -> list[Unit]:
     units = []
     for seed in cfg.seeds:
         for m in cfg.methods:
-            if isinstance(m, LearnedMethod):
+            if isinstance(m, DenoiserMethod):
+                units.append(Unit(m, seed, None))
+            elif isinstance(m, LearnedMethod):
                 units.extend(Unit(m, seed, L) for L in cfg.depths)
             else:
                 units.append(Unit(m, seed, None))
@@ -142,6 +152,13 @@ class _SeedData:
         if cfg.train.protocol == "fixed_batch":
             # the same draw the training loop makes first from this seed's training stream
             self.train_batch = self.task.sample(cfg.train.batch_size, generator(seed, "train"), dtype, device)
+
+
+def seed_data(cfg: ExperimentConfig, seed: int, dtype: torch.dtype, device: str) -> Any:
+    """The per-seed data of the experiment's task."""
+    if cfg.task.kind == "video":
+        return DenoisingData(cfg, seed)
+    return _SeedData(cfg, seed, dtype, device)
 
 
 def _losses(values: torch.Tensor) -> list[float]:
@@ -222,7 +239,8 @@ class ExperimentRunner:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill
-            key = f"{rec.get('method')}/seed{rec.get('seed')}_L{rec.get('depth')}"
+            depth = rec.get("depth")
+            key = f"{rec.get('method')}/seed{rec.get('seed')}" + ("" if depth is None else f"_L{depth}")
             if key in keep_upto and rec.get("step", 0) > keep_upto[key]:
                 continue
             lines.append(line)
@@ -257,13 +275,17 @@ class ExperimentRunner:
                 data: dict[int, _SeedData] = {}
                 for unit in todo:
                     if unit.seed not in data:
-                        data = {unit.seed: _SeedData(self.cfg, unit.seed, self.dtype, self.device)}
+                        data = {unit.seed: seed_data(self.cfg, unit.seed, self.dtype, self.device)}
                     bar.set_postfix_str(unit.key, refresh=False)
                     self.run_unit(unit, data[unit.seed], bar.update)
                     _barrier()
         finally:
             bar.close()
-        results = aggregate(self.cfg, [read_json(self.unit_path(u)) for u in units])
+        records = [read_json(self.unit_path(u)) for u in units]
+        if self.cfg.task.kind == "video":
+            results = aggregate_denoising(self.cfg, records)
+        else:
+            results = aggregate(self.cfg, records)
         results["timing"] = {
             "this_invocation_seconds": time.perf_counter() - t0,
             "compute_seconds": sum(read_json(self.unit_path(u))["seconds"] for u in units),
@@ -280,7 +302,9 @@ class ExperimentRunner:
 
     def run_unit(self, unit: Unit, data: _SeedData, advance: Callable[[int], object]) -> None:
         """Run one unit and write its record to ``units/`` atomically (rank 0)."""
-        if unit.learned:
+        if isinstance(unit.method, DenoiserMethod):
+            record = run_denoising_unit(self, unit, data, advance)
+        elif unit.learned:
             record = self._run_learned(unit, data, advance)
         else:
             record = self._run_classical(unit, data)
@@ -453,7 +477,7 @@ def _worker_run(cfg: ExperimentConfig, out: str, unit: Unit) -> str:
             _PROGRESS.put(pending[0])
             pending[0] = 0
 
-    runner.run_unit(unit, _SeedData(cfg, unit.seed, runner.dtype, runner.device), advance)
+    runner.run_unit(unit, seed_data(cfg, unit.seed, runner.dtype, runner.device), advance)
     if pending[0]:
         _PROGRESS.put(pending[0])
     return unit.key
@@ -498,6 +522,7 @@ def aggregate(cfg: ExperimentConfig, records: list[dict[str, Any]]) -> dict[str,
     out: dict[str, Any] = {
         "name": cfg.name,
         "description": cfg.description,
+        "task": "regression",
         "protocol": cfg.train.protocol,
         "headline_split": headline,
         "evaluation": "in-sample (the training batch)" if headline == "train" else "held-out prompts",

@@ -104,6 +104,8 @@ def write_report(run_dir: str | Path) -> Path:
     """(Re)build ``report.md`` and the PNG plots of a run folder from its files alone; returns the report."""
     run_dir = Path(run_dir)
     results = load_run(run_dir)
+    if results.get("task") == "video denoising":
+        return write_denoising_report(run_dir, results)
     headline = results["headline_split"]
     parts = [f"# {results['name']}", ""]
     if results.get("description"):
@@ -241,8 +243,24 @@ def plot_training(run_dir: Path, path: Path, plt: Any) -> bool:
 def overlay(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
     """Several runs on one plot (``overlay.png``) with their tables (``overlay.md``) in ``out_dir``."""
     runs = [load_run(d) for d in run_dirs]
+    video = [r.get("task") == "video denoising" for r in runs]
+    if any(video) and not all(video):
+        raise ValueError("cannot overlay regression and video-denoising runs in one plot")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if all(video):
+        parts = ["# Overlay", ""]
+        for run in runs:
+            parts += [f"## {run['name']} ({run['run_dir']})", "", denoising_table(run), ""]
+        plt = _pyplot()
+        if plt is None:
+            parts += [f"_{PLOT_HINT}_"]
+        else:
+            plot_rmse_vs_gamma(runs, out / "overlay.png", plt)
+            parts += ["![overlay](overlay.png)"]
+        md = out / "overlay.md"
+        atomic_write_text(md, "\n".join(parts) + "\n")
+        return md
     parts = ["# Overlay", ""]
     for run in runs:
         parts += [f"## {run['name']} ({run['run_dir']}; {run['evaluation']})", ""]
@@ -256,3 +274,181 @@ def overlay(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
     md = out / "overlay.md"
     atomic_write_text(md, "\n".join(parts) + "\n")
     return md
+
+
+# ----------------------------------------------------------------------------------------------------------
+# video denoising
+
+
+def denoising_table(results: dict[str, Any], gammas: Sequence[float] | None = None) -> str:
+    """RMSE (0–255) of every method at every test γ, mean ± std over seeds, with the paper's numbers."""
+    all_gammas = results["gammas"]
+    cols = [all_gammas.index(g) for g in gammas] if gammas is not None else list(range(len(all_gammas)))
+    head = "| method | " + " | ".join(f"γ={all_gammas[i]:g}" for i in cols) + " |"
+    rows = [head, "|---|" + "---|" * len(cols)]
+    pub_g = results.get("published_gammas", [])
+    for name, m in results["methods"].items():
+        cells = " | ".join(f"{m['rmse_mean'][i]:.1f} ± {m['rmse_std'][i]:.1f}" for i in cols)
+        rows.append(f"| {m['label']} | {cells} |")
+        pub = results.get("published", {}).get(name)
+        if pub:
+            lookup = dict(zip(pub_g, pub, strict=True))
+            rows.append(
+                f"| {m['label']} — paper | "
+                + " | ".join(f"{lookup[all_gammas[i]]:.1f}" if all_gammas[i] in lookup else "" for i in cols)
+                + " |"
+            )
+    return "\n".join(rows)
+
+
+def _violation_table(results: dict[str, Any]) -> str:
+    gammas = results["gammas"]
+    picks = sorted({gammas[0], results["train_gamma"], gammas[-1]} & set(gammas))
+    rows = ["| method | " + " | ".join(f"γ={g:g}" for g in picks) + " |", "|---|" + "---|" * len(picks)]
+    for m in results["methods"].values():
+        rows.append(
+            f"| {m['label']} | " + " | ".join(f"{m['violation_share'][str(g)]:.2f}" for g in picks) + " |"
+        )
+    return "\n".join(rows)
+
+
+def write_denoising_report(run_dir: Path, results: dict[str, Any]) -> Path:
+    """report.md and rmse_vs_gamma.png, loss_vs_layer.png, multipliers.png of a denoising run."""
+    cfg = results.get("config", {})
+    task, train = cfg.get("task", {}), cfg.get("train", {})
+    parts = [f"# {results['name']}", ""]
+    if results.get("description"):
+        parts += [results["description"].strip(), ""]
+    parts += [
+        f"- data: train videos {', '.join(task.get('train_sources', []))}; held-out test videos "
+        f"{', '.join(task.get('test_sources', []))} (split by source video); clips of {task.get('frames')} frames, "
+        f"{task.get('crop')}×{task.get('crop')} px, {'grayscale' if task.get('grayscale') else 'colour'}",
+        f"- noise: x̃ = x + ε, ε ~ N(μ, (γσ)²), σ the training pixel std; trained at γ = {results['train_gamma']:g}",
+        f"- training: {train.get('steps')} {train.get('optimizer')} steps, lr {train.get('lr')}, "
+        f"batch {train.get('batch_size')} clips; seeds {', '.join(map(str, results['seeds']))}",
+        "",
+        "## Test RMSE (0–255) vs test perturbation γ (mean ± std over seeds; held-out videos)",
+        "",
+        denoising_table(results),
+        "",
+    ]
+    if results.get("published"):
+        parts += [f"Paper numbers: {results.get('published_source') or 'the paper'}.", ""]
+    parts += [
+        "## Share of layers whose loss does not descend (f_l > f_{l−1}), mean over seeds",
+        "",
+        _violation_table(results),
+        "",
+    ]
+    mult = [
+        (m["label"], m["multipliers_per_seed"])
+        for m in results["methods"].values()
+        if "multipliers_per_seed" in m
+    ]
+    if mult:
+        parts += ["## Final multipliers λ_1..λ_L (first seed)", ""]
+        parts += [f"- {label}: " + ", ".join(f"{v:.3g}" for v in per_seed[0]) for label, per_seed in mult]
+        parts += [""]
+    plt = _pyplot()
+    if plt is None:
+        parts += [f"_{PLOT_HINT}_", ""]
+    else:
+        plot_rmse_vs_gamma([results], run_dir / "rmse_vs_gamma.png", plt)
+        plot_denoising_layers(results, run_dir / "loss_vs_layer.png", plt)
+        parts += ["![RMSE vs γ](rmse_vs_gamma.png)", "", "![loss vs layer](loss_vs_layer.png)", ""]
+        if plot_multipliers(run_dir, run_dir / "multipliers.png", plt):
+            parts += ["![multipliers over training](multipliers.png)", ""]
+    timing = results.get("timing", {})
+    if timing:
+        parts += [f"Compute time of all units: {timing.get('compute_seconds', float('nan')):.0f} s.", ""]
+    report = run_dir / "report.md"
+    atomic_write_text(report, "\n".join(parts))
+    return report
+
+
+def plot_rmse_vs_gamma(runs: Sequence[dict[str, Any]], path: Path, plt: Any) -> None:
+    """Test RMSE vs γ, mean ± std band per method; the paper's points as crosses."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    i = 0
+    for run in runs:
+        prefix = f"{run['name']}: " if len(runs) > 1 else ""
+        for name, m in run["methods"].items():
+            c = colors[i % len(colors)]
+            i += 1
+            g = run["gammas"]
+            style = "-o" if m.get("constrained") else "--s"
+            ax.plot(g, m["rmse_mean"], style, color=c, ms=3.5, lw=1.6, label=f"{prefix}{m['label']}")
+            lo = [a - b for a, b in zip(m["rmse_mean"], m["rmse_std"], strict=True)]
+            hi = [a + b for a, b in zip(m["rmse_mean"], m["rmse_std"], strict=True)]
+            ax.fill_between(g, lo, hi, color=c, alpha=0.15, lw=0)
+            pub = run.get("published", {}).get(name)
+            if pub:
+                ax.plot(
+                    run["published_gammas"],
+                    pub,
+                    "x",
+                    color=c,
+                    ms=8,
+                    mew=2,
+                    label=f"{prefix}{m['label']} (paper)",
+                )
+    ax.set_xlabel("test perturbation γ")
+    ax.set_ylabel("test RMSE (0–255)")
+    ax.set_title("robustness to input noise (held-out videos; solid: constrained)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path, plt)
+
+
+def plot_denoising_layers(results: dict[str, Any], path: Path, plt: Any) -> None:
+    """Layerwise test MSE of every method, at the training noise level and at the largest test level."""
+    gammas = results["gammas"]
+    panels = [g for g in (results["train_gamma"], gammas[-1]) if g in gammas] or [gammas[0]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    for ax, g in zip(axes[0], panels, strict=True):
+        for m in results["methods"].values():
+            curve = m["layer_mse_mean"][str(g)]
+            ax.plot(range(len(curve)), curve, "-o" if m.get("constrained") else "--s", ms=3, label=m["label"])
+        ax.set_yscale("log")
+        ax.set_xlabel("layer l (0: the embedding read out)")
+        ax.set_ylabel("test MSE of the readout")
+        ax.set_title(f"γ = {g:g}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    _save(fig, path, plt)
+
+
+def plot_multipliers(run_dir: Path, path: Path, plt: Any) -> bool:
+    """λ_l over training (first seed) for every constrained method; False if there are none."""
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.exists():
+        return False
+    series: dict[str, list[tuple[int, list[float]]]] = defaultdict(list)
+    first_seed: dict[str, int] = {}
+    for line in metrics.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "multipliers" not in rec:
+            continue
+        key = f"{rec['method']}" + (f" L={rec['depth']}" if rec.get("depth") is not None else "")
+        first_seed.setdefault(key, rec["seed"])
+        if rec["seed"] == first_seed[key]:
+            series[key].append((rec["step"], rec["multipliers"]))
+    if not series:
+        return False
+    fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.4), squeeze=False)
+    for ax, (key, points) in zip(axes[0], sorted(series.items()), strict=True):
+        points.sort()
+        steps = [s for s, _ in points]
+        for layer in range(len(points[0][1])):
+            ax.plot(steps, [p[layer] for _, p in points], lw=1.2, label=f"λ_{layer + 1}")
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("multiplier")
+    axes[0][0].legend(fontsize=6, ncol=2)
+    _save(fig, path, plt)
+    return True

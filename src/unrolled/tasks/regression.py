@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from unrolled.config import RegressionConfig
 from unrolled.seeding import derive_seed
+
+if TYPE_CHECKING:  # config.py imports the tasks package; the type is only needed for annotations
+    from unrolled.config import RegressionConfig
 
 
 @dataclass(frozen=True)

@@ -38,15 +38,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from unrolled.config import check
 from unrolled.seeding import derive_seed, generator
+from unrolled.validation import check
 
 logger = logging.getLogger(__name__)
 
@@ -1025,6 +1025,7 @@ class VideoDataConfig:
     source yields on either side.
     """
 
+    KINDS: ClassVar[tuple[str, ...]] = ("video",)
     kind: Literal["video"] = "video"
     train_sources: tuple[str, ...] = ("bikes", "bigbuckbunny", "moving_mnist:train")
     test_sources: tuple[str, ...] = ("carphone", "moving_mnist:test")
