@@ -140,3 +140,25 @@ def test_resilient_training_relaxes_an_infeasible_constraint():
     for m in late:
         assert max(m) < 5.0
     assert late[-1] == pytest.approx(late[0], abs=1e-3)  # settled
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_graph_free_readouts_give_the_exact_lagrangian_gradient(detach):
+    """Layers whose multipliers are zero are read out without a graph; the gradient is unchanged."""
+    from tests.conftest import make_batch
+    from unrolled.models import LinearTransformer
+    from unrolled.trajectory import squared_error
+
+    batch = make_batch(32)
+    model = LinearTransformer(5, 20, 4, A="full", generator=torch.Generator().manual_seed(0)).double()
+    objective = ConstrainedObjective(DescentConstraints(0.2, detach_previous=detach), Multipliers(4, lr=1.0))
+    objective.multipliers.value = torch.tensor([0.0, 0.7, 0.0, 0.3], dtype=torch.float64)
+    loss, _ = objective.loss(model(batch), batch.y_query)
+    fast = torch.autograd.grad(loss, list(model.parameters()))
+    full = objective.constraints.lagrangian(
+        model(batch).layerwise_losses(batch.y_query, squared_error), objective.multipliers.value
+    )
+    ref = torch.autograd.grad(full, list(model.parameters()))
+    for a, b in zip(fast, ref, strict=True):
+        torch.testing.assert_close(a, b)
+    assert loss.item() == pytest.approx(full.item())

@@ -257,6 +257,11 @@ def run_denoising_unit(
         "eval": evaluate_denoiser(
             model, data.test, data.noise(cfg, 0.0), cfg.perturbation.test_gammas, unit.seed
         ),
+        "skipped_files": [
+            [str(path), reason]
+            for report in (data.split.train_report, data.split.test_report)
+            for path, reason in report.skipped
+        ],
     }
     if objective.constrained:
         record["multipliers"] = [float(v) for v in objective.multipliers.value]  # type: ignore[attr-defined]
@@ -278,6 +283,7 @@ def aggregate_denoising(cfg: ExperimentConfig, records: list[dict[str, Any]]) ->
         "published": {k: list(v) for k, v in (cfg.published or {}).items()},
         "published_gammas": list(cfg.published_gammas or []),
         "published_source": cfg.published_source,
+        "skipped_files": sorted({tuple(f) for r in records for f in r.get("skipped_files", [])}),
     }
     for m in cfg.methods:
         recs = [r for r in records if r["method"] == m.name]

@@ -326,6 +326,8 @@ def write_denoising_report(run_dir: Path, results: dict[str, Any]) -> Path:
         f"- noise: x̃ = x + ε, ε ~ N(μ, (γσ)²), σ the training pixel std; trained at γ = {results['train_gamma']:g}",
         f"- training: {train.get('steps')} {train.get('optimizer')} steps, lr {train.get('lr')}, "
         f"batch {train.get('batch_size')} clips; seeds {', '.join(map(str, results['seeds']))}",
+        f"- unreadable video files skipped (task.skip_bad): {len(results.get('skipped_files', []))}"
+        + "".join(f"\n  - {path}: {reason}" for path, reason in results.get("skipped_files", [])),
         "",
         "## Test RMSE (0–255) vs test perturbation γ (mean ± std over seeds; held-out videos)",
         "",

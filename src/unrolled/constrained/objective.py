@@ -77,8 +77,37 @@ class ConstrainedObjective(Objective):
         self._slack_sum: Tensor | None = None
         self._slack_count = 0
 
+    def gradient_weights(self, depth: int) -> Tensor:
+        """∂(f_L + Σ λ_l s_l)/∂f_l for l = 0..L at the current multipliers: ``[L + 1]``."""
+        lam = self.multipliers.value
+        if lam.numel() != depth:
+            raise ValueError(f"{lam.numel()} multipliers for a trajectory of {depth} layers")
+        alpha = self.constraints.alphas(depth, lam)
+        weights = torch.zeros(depth + 1, dtype=lam.dtype)
+        weights[1:] += lam
+        weights[-1] += 1.0
+        if not self.constraints.detach_previous:
+            weights[:-1] -= (1 - alpha) * lam
+        return weights
+
+    def layer_losses(self, trajectory: Trajectory, target: Tensor) -> Tensor:
+        """f_0..f_L ``[L + 1]``; layers whose Lagrangian weight is zero are read out without a graph.
+
+        The Lagrangian's gradient is Σ_l w_l ∇f_l with w = :meth:`gradient_weights`; while a layer's
+        multipliers are zero its w_l is 0, so its readout needs no backward pass (same gradient, less work).
+        """
+        weights = self.gradient_weights(trajectory.depth)
+        losses = []
+        for state, w in zip(trajectory.states, weights, strict=True):
+            if w != 0:
+                losses.append(self.per_sample_loss(trajectory.readout(state), target).mean())
+            else:
+                with torch.no_grad():
+                    losses.append(self.per_sample_loss(trajectory.readout(state), target).mean())
+        return torch.stack(losses)
+
     def loss(self, trajectory: Trajectory, target: Tensor) -> tuple[Tensor, dict[str, Any]]:
-        losses = trajectory.layerwise_losses(target, self.per_sample_loss)  # [L + 1]
+        losses = self.layer_losses(trajectory, target)  # [L + 1]
         slacks = self.constraints.slacks(losses)
         lagrangian = losses[-1] + (self.multipliers.as_tensor(slacks) * slacks).sum()
         s = slacks.detach().to(torch.float64).cpu()
