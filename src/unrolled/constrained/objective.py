@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from unrolled.constrained.descent import DescentConstraints
 from unrolled.constrained.multipliers import Multipliers
@@ -95,15 +96,23 @@ class ConstrainedObjective(Objective):
 
         The Lagrangian's gradient is Σ_l w_l ∇f_l with w = :meth:`gradient_weights`; while a layer's
         multipliers are zero its w_l is 0, so its readout needs no backward pass (same gradient, less work).
+        The readouts of the other intermediate layers are recomputed in the backward pass rather than stored
+        (activation checkpointing): the constraints then cost almost no memory beyond ERM's.
         """
         weights = self.gradient_weights(trajectory.depth)
+
+        def layer_loss(state: Tensor) -> Tensor:
+            return self.per_sample_loss(trajectory.readout(state), target).mean()
+
         losses = []
-        for state, w in zip(trajectory.states, weights, strict=True):
-            if w != 0:
-                losses.append(self.per_sample_loss(trajectory.readout(state), target).mean())
-            else:
+        for l, (state, w) in enumerate(zip(trajectory.states, weights, strict=True)):
+            if w == 0:
                 with torch.no_grad():
-                    losses.append(self.per_sample_loss(trajectory.readout(state), target).mean())
+                    losses.append(layer_loss(state))
+            elif l == trajectory.depth or not state.requires_grad:
+                losses.append(layer_loss(state))
+            else:  # recompute this readout in the backward pass instead of keeping its activations
+                losses.append(checkpoint(layer_loss, state, use_reentrant=False))
         return torch.stack(losses)
 
     def loss(self, trajectory: Trajectory, target: Tensor) -> tuple[Tensor, dict[str, Any]]:

@@ -1,0 +1,192 @@
+"""Constrained vs unconstrained training step of the UT video denoiser, and the clip loader's throughput.
+
+What is measured, in one process, on the default config (``configs/denoise_constrained_vs_erm.yaml``: the
+UT method, its clip size and batch size):
+
+1. One training step (zero_grad, forward, objective, backward, Adam step) on the *same* noisy batch:
+   * ``erm``: the last layer's MSE;
+   * ``constrained, λ = 0``: the Lagrangian f_L + Σ λ_l s_l at the start of training (every multiplier 0:
+     the other layers are read out for the slacks without a graph);
+   * ``constrained, λ > 0``: every multiplier positive, so every layer's readout is back-propagated (the
+     most expensive case).
+   Time: median over repeats, the variants alternating. Memory: the bytes autograd saves for the backward
+   pass (``torch.autograd.graph.saved_tensors_hooks``, counted once per storage) plus parameters, gradients
+   and Adam state: the CPU analogue of peak training memory (on CUDA, ``max_memory_allocated`` is used).
+2. Loader throughput: clips per second from :class:`unrolled.denoising.ClipStream` (sampling, cropping,
+   stacking and noising a batch) against the clips per second one ERM training step consumes.
+
+Targets (issue 3): constrained ≤ 1.10× the ERM step time and ≤ 1.10× its memory; the loader ≥ 5× what
+training consumes. Writes ``benchmarks/results/bench_denoising.json``.
+
+    python benchmarks/bench_denoising.py [--repeats 15] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from unrolled.config import DenoiserMethod, VideoDataConfig, load_config
+from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, Objective
+from unrolled.denoising import ClipStream, build_denoiser, load_split
+from unrolled.models.denoisers import clip_mse
+from unrolled.perturb import Perturbation
+from unrolled.train.checkpoint import atomic_write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "denoise_constrained_vs_erm.yaml"
+
+
+def saved_bytes(step) -> int:
+    """Bytes of the distinct storages autograd saves during ``step()`` (activation memory)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+        except RuntimeError:
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return sum(seen.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_denoising.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(CONFIG)
+    assert isinstance(cfg.task, VideoDataConfig)
+    method = next(
+        m for m in cfg.methods if isinstance(m, DenoiserMethod) and m.kind == "ut" and m.constraints
+    )
+    split = load_split(cfg.task, 0)
+    sigma = float(torch.stack([split.train[i] for i in range(256)]).std())
+    noise = Perturbation("gaussian", cfg.perturbation.train_gamma, 0.0, sigma)
+    stream = ClipStream(split.train, cfg.train.batch_size, noise, torch.Generator().manual_seed(0))
+    noisy, clean = stream.next()
+    noisy, clean = noisy.to(args.device), clean.to(args.device)
+
+    def variant(kind: str):
+        model = build_denoiser(method, cfg.task, torch.Generator().manual_seed(0)).to(args.device)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+        if kind == "erm":
+            objective: Objective = Objective(clip_mse)
+        else:
+            objective = ConstrainedObjective(
+                DescentConstraints(method.constraints.alpha), Multipliers(method.depth, 1.0), clip_mse
+            )
+            if kind == "constrained, λ > 0":
+                objective.multipliers.value = torch.full((method.depth,), 0.5, dtype=torch.float64)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss, _ = objective.loss(model(noisy), clean)
+            loss.backward()
+            opt.step()
+
+        static = sum(p.numel() * p.element_size() for p in model.parameters()) * 4  # params, grads, Adam m, v
+        return step, static
+
+    kinds = ["erm", "constrained, λ = 0", "constrained, λ > 0"]
+    steps, static = {}, {}
+    for k in kinds:
+        steps[k], static[k] = variant(k)
+        for _ in range(3):
+            steps[k]()
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(args.repeats):
+        for k in kinds:  # alternate, so load changes hit every variant alike
+            sync()
+            t0 = time.perf_counter()
+            steps[k]()
+            sync()
+            times[k].append(time.perf_counter() - t0)
+    memory = {}
+    for k in kinds:
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+            steps[k]()
+            memory[k] = torch.cuda.max_memory_allocated()
+        else:
+            memory[k] = saved_bytes(steps[k]) + static[k]
+    median = {k: statistics.median(v) for k, v in times.items()}
+
+    # loader: clips/s of the stream vs clips/s a training step consumes
+    loader_times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        stream.next()
+        loader_times.append(time.perf_counter() - t0)
+    loader_cps = cfg.train.batch_size / statistics.median(loader_times)
+    train_cps = cfg.train.batch_size / median["erm"]
+
+    print(f"UT denoiser {method.width}×{method.depth}, heads {method.heads}, patch {method.patch}, clips "
+          f"{cfg.task.frames}×{cfg.task.crop}×{cfg.task.crop}, batch {cfg.train.batch_size}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {args.repeats}")  # fmt: skip
+    print(f"{'variant':22s} {'step':>10s} {'×ERM':>6s} {'memory MB':>10s} {'×ERM':>6s}")
+    for k in kinds:
+        print(
+            f"{k:22s} {median[k] * 1e3:8.1f} ms {median[k] / median['erm']:6.2f} "
+            f"{memory[k] / 2**20:10.1f} {memory[k] / memory['erm']:6.2f}"
+        )
+    print(
+        f"loader {loader_cps:,.0f} clips/s vs training {train_cps:,.0f} clips/s: {loader_cps / train_cps:.0f}×"
+    )
+    targets = {
+        "constrained_time_ratio_max": 1.10,
+        "constrained_memory_ratio_max": 1.10,
+        "loader_over_training_min": 5.0,
+    }
+    ratios = {k: {"time": median[k] / median["erm"], "memory": memory[k] / memory["erm"]} for k in kinds}
+    passed = {
+        k: ratios[k]["time"] <= targets["constrained_time_ratio_max"]
+        and ratios[k]["memory"] <= targets["constrained_memory_ratio_max"]
+        for k in kinds[1:]
+    }
+    record = {
+        "config": str(CONFIG.relative_to(ROOT)),
+        "method": method.name,
+        "batch_size": cfg.train.batch_size,
+        "median_step_seconds": median,
+        "step_seconds": times,
+        "memory_bytes": memory,
+        "memory_measure": "cuda max_memory_allocated"
+        if args.device.startswith("cuda")
+        else "autograd saved tensors + params, grads, Adam state",
+        "ratios_to_erm": ratios,
+        "loader_clips_per_second": loader_cps,
+        "training_clips_per_second": train_cps,
+        "loader_over_training": loader_cps / train_cps,
+        "targets": targets,
+        "passed": {**passed, "loader": loader_cps / train_cps >= targets["loader_over_training_min"]},
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": args.device,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_average": os.getloadavg(),
+    }
+    atomic_write_json(args.out, record)
+    print(f"passed: {record['passed']}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
