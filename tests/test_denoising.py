@@ -134,3 +134,13 @@ def test_skip_bad_reports_how_many_files_were_skipped(tmp_path):
     assert len(results["skipped_files"]) == 1
     assert "broken.avi" in results["skipped_files"][0][0]
     assert "skipped (task.skip_bad): 1" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_embedding_perturbation_runs_and_hurts_with_gamma(tmp_path):
+    cfg = tiny(
+        methods=[TINY["methods"][0]],
+        perturbation={"train_gamma": 0.1, "test_gammas": [0.0, 2.0], "target": "embedding"},
+    )
+    results = run_experiment(cfg, tmp_path / "run", progress=False)
+    rmse = results["methods"]["ut"]["rmse_mean"]
+    assert rmse[1] > rmse[0]

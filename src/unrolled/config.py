@@ -502,12 +502,16 @@ class PerturbationConfig:
     """Input noise of the denoising task: x̃ = x + ε, ε ~ N(μ, (γ σ)²) (or NEFTune-scaled uniform noise).
 
     σ is the training clips' pixel standard deviation, measured once. Training uses ``train_gamma``; the
-    robustness sweep evaluates at every ``test_gammas`` level (the paper's grid by default).
+    robustness sweep evaluates at every ``test_gammas`` level (the paper's grid by default). ``target:
+    embedding`` perturbs the patch embedding Φ_0 instead of the input clip (σ: the embedding batch's own std;
+    at train time through a forward hook whose random stream is not checkpointed, so only ``input`` runs
+    resume bit for bit).
     """
 
     kind: Literal["gaussian", "uniform"] = "gaussian"
     train_gamma: float = 0.25
     mean: float = 0.0
+    target: Literal["input", "embedding"] = "input"
     test_gammas: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.5)
 
     def validate(self, path: str) -> None:

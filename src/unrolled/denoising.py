@@ -27,7 +27,7 @@ from unrolled.config import DenoiserMethod, ExperimentConfig, VideoDataConfig
 from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, Objective
 from unrolled.constrained.descent import violation_share
 from unrolled.models.denoisers import VideoDenoiser, clip_mse
-from unrolled.perturb import Perturbation
+from unrolled.perturb import EmbeddingNoise, Perturbation
 from unrolled.seeding import derive_seed, generator
 from unrolled.tasks.video import ClipDataset, VideoSplit, _source_weights, split_by_video
 from unrolled.train.loop import rank_and_world, shard, train
@@ -108,8 +108,9 @@ class DenoisingData:
         self.test = stack_clips(self.split.test)
 
     def noise(self, cfg: ExperimentConfig, gamma: float) -> Perturbation:
+        """Noise at level γ: σ is the data's pixel std for inputs, the batch's own std for embeddings."""
         p = cfg.perturbation
-        return Perturbation(p.kind, gamma, p.mean, self.sigma)
+        return Perturbation(p.kind, gamma, p.mean, self.sigma if p.target == "input" else None)
 
     def heldout(self, cfg: ExperimentConfig, size: int) -> tuple[Tensor, Tensor]:
         """A held-out constraint batch: fresh clips of the training videos, noised at the training level."""
@@ -183,10 +184,13 @@ def evaluate_denoiser(
     gammas: Sequence[float],
     seed: int,
     chunk: int = 64,
+    target: str = "input",
 ) -> dict[str, dict[str, Any]]:
     """Per test noise level γ: RMSE (0–255) of the last layer, layerwise MSE, and the share of ascending layers.
 
-    The noise at each γ is drawn from its own seeded generator, so every method sees the same noisy clips.
+    ``target`` says what the noise perturbs: the input clip, or the patch embedding Φ_0 (through an
+    :class:`~unrolled.perturb.EmbeddingNoise` hook active in evaluation). The noise at each γ is drawn from its
+    own seeded generator, so every method sees the same noisy clips.
     """
     out: dict[str, dict[str, Any]] = {}
     model.eval()
@@ -194,13 +198,20 @@ def evaluate_denoiser(
         for gamma in gammas:
             g = generator(seed, "test-noise", gamma)
             sq_err, layer_sums, count = 0.0, None, 0
+            hook = (
+                EmbeddingNoise(model.embed, noise.with_gamma(gamma), "test", g)
+                if target == "embedding"
+                else None
+            )
             for start in range(0, clean.shape[0], chunk):
                 x = clean[start : start + chunk]
-                trajectory = model(noise.with_gamma(gamma).apply(x, g))
+                trajectory = model(x if hook is not None else noise.with_gamma(gamma).apply(x, g))
                 sq_err += float(((trajectory.prediction().clamp(0, 1) - x) ** 2).sum())
                 losses = trajectory.layerwise_losses(x, clip_mse, reduction="none").sum(dim=1)
                 layer_sums = losses if layer_sums is None else layer_sums + losses
                 count += x.shape[0]
+            if hook is not None:
+                hook.remove()
             assert layer_sums is not None
             layer_mse = layer_sums / count
             out[str(gamma)] = {
@@ -255,7 +266,12 @@ def run_denoising_unit(
         "sigma": data.sigma,
         "parameters": sum(p.numel() for p in model.parameters()),
         "eval": evaluate_denoiser(
-            model, data.test, data.noise(cfg, 0.0), cfg.perturbation.test_gammas, unit.seed
+            model,
+            data.test,
+            data.noise(cfg, 0.0),
+            cfg.perturbation.test_gammas,
+            unit.seed,
+            target=cfg.perturbation.target,
         ),
         "skipped_files": [
             [str(path), reason]
