@@ -144,3 +144,14 @@ def test_embedding_perturbation_runs_and_hurts_with_gamma(tmp_path):
     results = run_experiment(cfg, tmp_path / "run", progress=False)
     rmse = results["methods"]["ut"]["rmse_mean"]
     assert rmse[1] > rmse[0]
+
+
+def test_seed_data_does_not_depend_on_what_ran_before(tmp_path):
+    from unrolled.denoising import DenoisingData
+
+    cfg = tiny()
+    first = DenoisingData(cfg, 0)
+    first.split.train.set_epoch(7)  # as a training stream leaves the cached dataset
+    again = DenoisingData(cfg, 0)
+    assert again.sigma == first.sigma
+    assert torch.equal(again.test, first.test)

@@ -103,6 +103,7 @@ class DenoisingData:
         assert isinstance(cfg.task, VideoDataConfig)
         self.seed = seed
         self.split = load_split(cfg.task, seed)
+        self.split.train.set_epoch(0)  # the cached dataset may have moved on in an earlier unit
         sample = stack_clips(self.split.train, 512)
         self.sigma = float(sample.std())  # the data's pixel std: the unit of the noise level γ
         self.test = stack_clips(self.split.test)
