@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 WORKERS ?=
 
-.PHONY: run test lint bench repro clean
+.PHONY: run test lint bench repro repro-video clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +43,14 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_attention.py
 	$(BIN)/python benchmarks/bench_cg.py
+	$(BIN)/python benchmarks/bench_denoising.py
 
 repro: $(VENV)/.installed-run
 	$(BIN)/python benchmarks/reproduction_suite.py
+
+repro-video: $(VENV)/.installed-run
+	$(BIN)/unrolled run denoise_constrained_vs_erm --resume
+	$(BIN)/unrolled run denoise_alpha_ablation --resume
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
