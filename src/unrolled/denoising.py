@@ -24,8 +24,9 @@ import torch
 from torch import Tensor
 
 from unrolled.config import DenoiserMethod, ExperimentConfig, VideoDataConfig
-from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, Objective
+from unrolled.constrained import Objective
 from unrolled.constrained.descent import violation_share
+from unrolled.constrained.objective import objective_from_config
 from unrolled.models.denoisers import VideoDenoiser, clip_mse
 from unrolled.perturb import EmbeddingNoise, Perturbation
 from unrolled.seeding import derive_seed, generator
@@ -153,29 +154,12 @@ def build_denoiser(
 
 
 def denoising_objective(
-    method: DenoiserMethod, cfg: ExperimentConfig, data: DenoisingData, steps_per_epoch: int
+    method: DenoiserMethod, cfg: ExperimentConfig, data: DenoisingData
 ) -> tuple[Objective, Callable[[torch.nn.Module], Tensor] | None]:
     """ERM on the last layer, or the constrained objective (with its held-out slack function)."""
-    c = method.constraints
-    if c is None:
-        return Objective(clip_mse), None
-    constraints = DescentConstraints(c.alpha_for(method.depth), c.detach_previous)
-    objective = ConstrainedObjective(
-        constraints,
-        Multipliers(method.depth, c.dual_lr, c.resilient_rho),
-        clip_mse,
-        c.dual_every,
-        c.dual_source,
+    return objective_from_config(
+        method.constraints, method.depth, clip_mse, lambda size: data.heldout(cfg, size)
     )
-    if c.dual_source != "heldout":
-        return objective, None
-    noisy, clean = data.heldout(cfg, c.heldout_size)
-
-    def heldout_slack(model: torch.nn.Module) -> Tensor:
-        with torch.no_grad():
-            return constraints.slacks(model(noisy).layerwise_losses(clean, clip_mse))
-
-    return objective, heldout_slack
 
 
 def evaluate_denoiser(
@@ -236,7 +220,7 @@ def run_denoising_unit(
         data.split.train, cfg.train.batch_size, data.noise(cfg, cfg.perturbation.train_gamma),
         generator(unit.seed, "train"),
     )  # fmt: skip
-    objective, heldout = denoising_objective(method, cfg, data, stream.steps_per_epoch)
+    objective, heldout = denoising_objective(method, cfg, data)
     metrics_path = Path(runner.out) / "metrics.jsonl"
 
     def on_log(rec: dict[str, Any]) -> None:

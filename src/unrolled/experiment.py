@@ -36,7 +36,8 @@ from unrolled.config import (
     MethodConfig,
     dump_config,
 )
-from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, Objective
+from unrolled.constrained import Objective
+from unrolled.constrained.objective import objective_from_config
 from unrolled.denoising import DenoisingData, aggregate_denoising, run_denoising_unit
 from unrolled.models import build_model
 from unrolled.seeding import generator
@@ -116,26 +117,12 @@ def regression_objective(
     method: LearnedMethod, depth: int, data: _SeedData, dtype: torch.dtype, device: str
 ) -> tuple[Objective, Callable[[torch.nn.Module], torch.Tensor] | None]:
     """ERM, or the constrained objective of ``method.constraints`` (with its held-out slack function)."""
-    c = method.constraints
-    if c is None:
-        return Objective(squared_error), None
-    constraints = DescentConstraints(c.alpha_for(depth), c.detach_previous)
-    objective = ConstrainedObjective(
-        constraints,
-        Multipliers(depth, c.dual_lr, c.resilient_rho),
-        squared_error,
-        dual_every=c.dual_every,
-        dual_source=c.dual_source,
-    )
-    if c.dual_source != "heldout":
-        return objective, None
-    batch = data.task.sample(c.heldout_size, generator(data.seed, "constraint"), dtype, device)
 
-    def heldout_slack(model: torch.nn.Module) -> torch.Tensor:
-        with torch.no_grad():
-            return constraints.slacks(model(batch).layerwise_losses(batch.y_query))
+    def heldout(size: int) -> tuple[RegressionBatch, torch.Tensor]:
+        batch = data.task.sample(size, generator(data.seed, "constraint"), dtype, device)
+        return batch, batch.y_query
 
-    return objective, heldout_slack
+    return objective_from_config(method.constraints, depth, squared_error, heldout)
 
 
 class _SeedData:

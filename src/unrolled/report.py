@@ -248,28 +248,18 @@ def overlay(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
         raise ValueError("cannot overlay regression and video-denoising runs in one plot")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if all(video):
-        parts = ["# Overlay", ""]
-        for run in runs:
-            parts += [f"## {run['name']} ({run['run_dir']})", "", denoising_table(run), ""]
-        plt = _pyplot()
-        if plt is None:
-            parts += [f"_{PLOT_HINT}_"]
-        else:
-            plot_rmse_vs_gamma(runs, out / "overlay.png", plt)
-            parts += ["![overlay](overlay.png)"]
-        md = out / "overlay.md"
-        atomic_write_text(md, "\n".join(parts) + "\n")
-        return md
     parts = ["# Overlay", ""]
     for run in runs:
-        parts += [f"## {run['name']} ({run['run_dir']}; {run['evaluation']})", ""]
-        parts += [markdown_table(run, run["headline_split"]), ""]
+        if all(video):
+            parts += [f"## {run['name']} ({run['run_dir']})", "", denoising_table(run), ""]
+        else:
+            parts += [f"## {run['name']} ({run['run_dir']}; {run['evaluation']})", ""]
+            parts += [markdown_table(run, run["headline_split"]), ""]
     plt = _pyplot()
     if plt is None:
         parts += [f"_{PLOT_HINT}_"]
     else:
-        plot_loss_vs_layer(runs, out / "overlay.png", plt)
+        (plot_rmse_vs_gamma if all(video) else plot_loss_vs_layer)(runs, out / "overlay.png", plt)
         parts += ["![overlay](overlay.png)"]
     md = out / "overlay.md"
     atomic_write_text(md, "\n".join(parts) + "\n")

@@ -157,3 +157,45 @@ class ConstrainedObjective(Objective):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.multipliers.load_state_dict(state["multipliers"])
         self._slack_sum, self._slack_count = state["slack_sum"], int(state["slack_count"])
+
+
+def objective_from_config(
+    config: Any,
+    depth: int,
+    per_sample_loss: LossFn,
+    heldout_batch: Callable[[int], tuple[Any, Tensor]] | None = None,
+) -> tuple[Objective, Callable[[torch.nn.Module], Tensor] | None]:
+    """The objective a :class:`~unrolled.config.ConstraintConfig` (or None: ERM) describes for ``depth`` layers.
+
+    Args:
+        config: the method's ``constraints`` entry, or None for ERM on the last layer.
+        depth: the model's number of layers L.
+        per_sample_loss: ``(prediction, target) -> [B]``.
+        heldout_batch: ``size -> (inputs, target)``, a held-out constraint batch; called only for
+            ``dual_source: heldout``.
+
+    Returns:
+        The objective, and for ``dual_source: heldout`` the function ``model -> slacks [L]`` the trainer
+        calls at each dual step (else None).
+    """
+    if config is None:
+        return Objective(per_sample_loss), None
+    constraints = DescentConstraints(config.alpha_for(depth), config.detach_previous)
+    objective = ConstrainedObjective(
+        constraints,
+        Multipliers(depth, config.dual_lr, config.resilient_rho),
+        per_sample_loss,
+        dual_every=config.dual_every,
+        dual_source=config.dual_source,
+    )
+    if config.dual_source != "heldout":
+        return objective, None
+    if heldout_batch is None:
+        raise ValueError("dual_source 'heldout' needs a held-out constraint batch")
+    inputs, target = heldout_batch(config.heldout_size)
+
+    def heldout_slack(model: torch.nn.Module) -> Tensor:
+        with torch.no_grad():
+            return constraints.slacks(model(inputs).layerwise_losses(target, per_sample_loss))
+
+    return objective, heldout_slack
