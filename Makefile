@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 WORKERS ?=
 
-.PHONY: run test lint bench repro repro-video clean
+.PHONY: run test lint bench repro repro-memformers repro-video clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ bench: $(VENV)/.installed-dev
 
 repro: $(VENV)/.installed-run
 	$(BIN)/python benchmarks/reproduction_suite.py
+
+repro-memformers: $(VENV)/.installed-run
+	$(BIN)/python benchmarks/memformer_suite.py --resume
 
 repro-video: $(VENV)/.installed-run
 	$(BIN)/unrolled run denoise_constrained_vs_erm --resume

@@ -370,8 +370,13 @@ class LearnedMethod:
       * ``memformer_lfom``: LFOM memory, Z ← Z + Σ_{j≤l} Γ_j ⊙ attn_j(Z_j).
       * ``memformer_lfom_plus``: Z ← Z + attn_l(Z_l) + Σ_{j<l} Γ_j ⊙ attn_j(Z_j) (GD++/NAG variant).
       * ``memformer_recurrent``: R ← β_l R + γ_l Σ_h attn_{l,h}(Z), Z ← Z + α_l R, A_l = a_l I.
+      * ``lfom``: a learnable linear first-order method without a transformer (depth = its steps),
+        w_{k+1} = w_k − Σ_{i≤k} Γ_i ⊙ g_i (``lfom_form: tied``) or with per-step weights Γ^k_i
+        (``full``); Γ starts at ``gamma_init`` (full: GD with step ``gamma_init``); gradients of
+        (1/2n)‖Xw − y‖² (``lfom_objective: mean``) or ½‖Xw − y‖² (``sum``).
 
     ``constraints`` trains the model under layerwise descent constraints (primal-dual) instead of ERM.
+    ``batch_size`` overrides ``train.batch_size`` for this method (e.g. to compare training batch sizes).
     """
 
     KINDS: typing.ClassVar[tuple[str, ...]] = (
@@ -380,6 +385,7 @@ class LearnedMethod:
         "memformer_lfom",
         "memformer_lfom_plus",
         "memformer_recurrent",
+        "lfom",
     )
     name: str
     kind: str
@@ -390,14 +396,82 @@ class LearnedMethod:
     fixed_scale: float = 1.0
     gamma_init: float = 0.0
     attention: ATTENTION_FORMS = "reassociated"
+    lfom_form: Literal["tied", "full"] = "tied"
+    lfom_objective: Literal["mean", "sum"] = "mean"
+    batch_size: int | None = None
     constraints: ConstraintConfig | None = None
     label: str | None = None
 
     def validate(self, path: str) -> None:
         check(self.heads >= 1, _join(path, "heads"), f"must be >= 1, got {self.heads}")
+        if self.batch_size is not None:
+            check(self.batch_size >= 1, _join(path, "batch_size"), f"must be >= 1, got {self.batch_size}")
         check(self.init_std >= 0, _join(path, "init_std"), f"must be >= 0, got {self.init_std}")
         if self.kind == "memformer_recurrent":
             check(self.A == "scalar", _join(path, "A"), "memformer_recurrent uses A_l = a_l I: set A: scalar")
+
+
+@dataclass(frozen=True)
+class MixtureMethod:
+    """A mixture of Memformer experts with test-time adaptation (Dutta & Sra, Sec. 5; docs/MODELS.md).
+
+    One expert per entry of ``expert_variances``, each trained (with ``train``) on the task scaled to that
+    variance σ²; the experts are ``expert_kind`` models with ``A``, ``B``, ``heads`` as in
+    :class:`LearnedMethod` (P and Q free by default, own Γ per expert). For every evaluated distribution
+    (the task itself and each ``eval.shifts`` entry) the experts are frozen and the ``gate`` (``linear``,
+    as the published code, or ``softmax``, as the paper's text) is fit — alone, or with the experts' Γ
+    (``adapt: gates_and_gamma``) — for ``adapt_steps`` Adam steps at ``adapt_lr`` on one batch of
+    ``adapt_size`` prompts from that distribution; the mixture is then scored on that batch (in-sample)
+    and on fresh prompts of the same distribution.
+    """
+
+    KINDS: typing.ClassVar[tuple[str, ...]] = ("mixture",)
+    name: str
+    kind: Literal["mixture"] = "mixture"
+    expert_kind: Literal["memformer_lfom", "memformer_lfom_plus", "memformer_cgd", "linear_transformer"] = (
+        "memformer_lfom"
+    )
+    A: Literal["full", "scalar", "fixed"] = "full"
+    B: Literal["zero", "free"] = "free"
+    heads: int = 1
+    init_std: float = 0.1
+    gamma_init: float = 0.0
+    expert_variances: tuple[float, ...] = (1.0, 2.0, 3.0)
+    gate: Literal["linear", "softmax"] = "linear"
+    gate_init: float = 0.0
+    adapt: Literal["gates", "gates_and_gamma"] = "gates"
+    adapt_steps: int = 500
+    adapt_lr: float = 0.01
+    adapt_size: int = 1000
+    label: str | None = None
+
+    def validate(self, path: str) -> None:
+        check(len(self.expert_variances) >= 1, _join(path, "expert_variances"), "needs at least one expert")
+        check(
+            all(v > 0 for v in self.expert_variances), _join(path, "expert_variances"), "entries must be > 0"
+        )
+        check(self.heads >= 1, _join(path, "heads"), f"must be >= 1, got {self.heads}")
+        for key in ("adapt_steps", "adapt_size"):
+            check(getattr(self, key) >= 1, _join(path, key), f"must be >= 1, got {getattr(self, key)}")
+        check(self.adapt_lr > 0, _join(path, "adapt_lr"), f"must be > 0, got {self.adapt_lr}")
+        if self.adapt == "gates_and_gamma":
+            check(
+                self.expert_kind in ("memformer_lfom", "memformer_lfom_plus"),
+                _join(path, "adapt"),
+                f"gates_and_gamma adapts the LFOM masks Γ; {self.expert_kind!r} has none",
+            )
+
+    def expert(self, variance: float) -> LearnedMethod:
+        """The :class:`LearnedMethod` of the expert for ``variance``."""
+        return LearnedMethod(
+            name=f"{self.name}_expert_var{variance:g}",
+            kind=self.expert_kind,
+            A=self.A,
+            B=self.B,
+            heads=self.heads,
+            init_std=self.init_std,
+            gamma_init=self.gamma_init,
+        )
 
 
 @dataclass(frozen=True)
@@ -520,7 +594,7 @@ class PerturbationConfig:
         check(all(g >= 0 for g in self.test_gammas), _join(path, "test_gammas"), "entries must be >= 0")
 
 
-MethodConfig = LearnedMethod | ClassicalMethod | DenoiserMethod
+MethodConfig = LearnedMethod | MixtureMethod | ClassicalMethod | DenoiserMethod
 
 
 @dataclass(frozen=True)
@@ -573,20 +647,57 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ShiftConfig:
+    """A test distribution other than the training task: the task with some fields replaced.
+
+    E.g. ``{name: var2.5, variance: 2.5}`` (the variance shift) or ``{name: gmm, covariance: mixture,
+    mixture: [...]}``. Unset fields keep the task's value; the result is validated like a task.
+    """
+
+    name: str
+    variance: float | None = None
+    covariance: Literal["isotropic", "rotated", "rotated_text", "mixture"] | None = None
+    scales: tuple[float, ...] | None = None
+    mixture: tuple[MixtureComponent, ...] | None = None
+    label_noise: float | None = None
+
+    def validate(self, path: str) -> None:
+        check(bool(self.name), _join(path, "name"), "must not be empty")
+        check(":" not in self.name, _join(path, "name"), f"must not contain ':', got {self.name!r}")
+
+    def apply(self, task: RegressionConfig, path: str = "") -> RegressionConfig:
+        """The shifted task (validated; errors name ``path``)."""
+        data = to_dict(task)
+        for key in ("variance", "covariance", "scales", "mixture", "label_noise"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = to_dict(value)
+        if self.covariance is not None and self.covariance != "mixture" and self.mixture is None:
+            data["mixture"] = None
+        return from_dict(RegressionConfig, data, path)
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Evaluation: ``batch_size`` fresh held-out prompts per seed (the same prompts for every method).
 
     ``in_sample: true`` evaluates on the training batch instead (fixed_batch protocol only) and labels
     every number as in-sample. ``validation_size`` prompts (separate from test) tune classical baselines.
+    ``shifts`` are further test distributions (out of distribution): every method, trained on the task,
+    is also scored on ``batch_size`` fresh prompts of each.
     """
 
     batch_size: int = 1000
     in_sample: bool = False
     validation_size: int = 1000
+    shifts: tuple[ShiftConfig, ...] = ()
 
     def validate(self, path: str) -> None:
         check(self.batch_size >= 1, _join(path, "batch_size"), f"must be >= 1, got {self.batch_size}")
         check(self.validation_size >= 1, _join(path, "validation_size"), "must be >= 1")
+        names = [s.name for s in self.shifts]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        check(not dup, _join(path, "shifts"), f"duplicate shift names: {', '.join(dup)}")
 
 
 @dataclass(frozen=True)
@@ -644,12 +755,21 @@ class ExperimentConfig:
                     f"published.{key}",
                     f"needs one value per {what} ({len(points)}), got {len(values)}",
                 )
+        if self.eval.shifts:
+            check(not video, "eval.shifts", "only in-context regression has distribution shifts")
+            for i, shift in enumerate(self.eval.shifts):
+                shift.apply(self.task, f"eval.shifts[{i}]")  # type: ignore[arg-type]
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"device: expected 'cpu' or 'cuda[:N]', got {self.device!r}")
 
     @property
     def max_depth(self) -> int:
         return max(self.depths)
+
+    def shifted_tasks(self) -> dict[str, RegressionConfig]:
+        """The task of every ``eval.shifts`` entry, by name."""
+        assert isinstance(self.task, RegressionConfig)
+        return {s.name: s.apply(self.task, f"eval.shifts.{s.name}") for s in self.eval.shifts}
 
     def method(self, name: str) -> MethodConfig:
         for m in self.methods:

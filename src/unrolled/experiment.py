@@ -12,6 +12,7 @@ validation prompts (for tuning classical step sizes), and training stream.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing as mp
@@ -34,12 +35,15 @@ from unrolled.config import (
     ExperimentConfig,
     LearnedMethod,
     MethodConfig,
+    MixtureMethod,
+    RegressionConfig,
+    TrainConfig,
     dump_config,
 )
 from unrolled.constrained import Objective
 from unrolled.constrained.objective import objective_from_config
 from unrolled.denoising import DenoisingData, aggregate_denoising, run_denoising_unit
-from unrolled.models import build_model
+from unrolled.models import MixtureOfExperts, build_model
 from unrolled.seeding import generator
 from unrolled.solvers import (
     ConjugateGradient,
@@ -65,11 +69,16 @@ class RunFolderError(RuntimeError):
 
 @dataclass(frozen=True)
 class Unit:
-    """One piece of work: a learned method at one depth, or a classical method at all depths, for one seed."""
+    """One piece of work: a learned method at one depth, or a classical method at all depths, for one seed.
+
+    ``variance`` is set for the experts of a mixture: the expert is trained on the task scaled to it.
+    Experts run in phase 0, before the mixtures that use them (phase 1 holds everything else).
+    """
 
     method: MethodConfig
     seed: int
     depth: int | None
+    variance: float | None = None
 
     @property
     def key(self) -> str:
@@ -80,15 +89,47 @@ class Unit:
     def learned(self) -> bool:
         return not isinstance(self.method, ClassicalMethod)
 
+    @property
+    def phase(self) -> int:
+        return 0 if self.variance is not None else 1
+
+    def steps(self, cfg: ExperimentConfig) -> int:
+        """Optimizer steps this unit takes (for progress bars)."""
+        if isinstance(self.method, MixtureMethod):
+            return self.method.adapt_steps * (1 + len(cfg.eval.shifts))
+        if not self.learned:
+            return 0
+        return cfg.train.steps
+
+
+def expert_units(cfg: ExperimentConfig, seed: int) -> list[Unit]:
+    """The experts the mixtures of ``cfg`` need for one seed (shared by mixtures with the same expert)."""
+    seen: dict[str, Unit] = {}
+    for m in cfg.methods:
+        if isinstance(m, MixtureMethod):
+            for v in m.expert_variances:
+                for L in cfg.depths:
+                    unit = Unit(mixture_expert(m, v), seed, L, v)
+                    seen.setdefault(unit.key, unit)
+    return list(seen.values())
+
+
+def mixture_expert(m: MixtureMethod, variance: float) -> LearnedMethod:
+    """The expert of ``m`` for ``variance``, named by its architecture so mixtures can share it."""
+    import dataclasses
+
+    spec = f"{m.expert_kind}_A{m.A}_B{m.B}_h{m.heads}_std{m.init_std:g}_g{m.gamma_init:g}"
+    return dataclasses.replace(m.expert(variance), name=f"expert_{spec}_var{variance:g}")
+
 
 def plan(cfg: ExperimentConfig) -> list[Unit]:
-    """Every unit of an experiment, seed-major."""
-    units = []
+    """Every unit of an experiment: the mixtures' experts first, then the rest, seed-major."""
+    units = [u for seed in cfg.seeds for u in expert_units(cfg, seed)]
     for seed in cfg.seeds:
         for m in cfg.methods:
             if isinstance(m, DenoiserMethod):
                 units.append(Unit(m, seed, None))
-            elif isinstance(m, LearnedMethod):
+            elif isinstance(m, LearnedMethod | MixtureMethod):
                 units.extend(Unit(m, seed, L) for L in cfg.depths)
             else:
                 units.append(Unit(m, seed, None))
@@ -139,6 +180,16 @@ class _SeedData:
         if cfg.train.protocol == "fixed_batch":
             # the same draw the training loop makes first from this seed's training stream
             self.train_batch = self.task.sample(cfg.train.batch_size, generator(seed, "train"), dtype, device)
+        # out-of-distribution test prompts: the same rotation U (it depends on the seed only)
+        self.shift_tasks = {name: RegressionTask(task, seed) for name, task in cfg.shifted_tasks().items()}
+        self.shifts = {
+            name: task.sample(cfg.eval.batch_size, generator(seed, "test", "shift", name), dtype, device)
+            for name, task in self.shift_tasks.items()
+        }
+
+    def eval_splits(self) -> dict[str, RegressionBatch]:
+        """Held-out batches every method is scored on: ``test`` and ``shift:<name>`` for each shift."""
+        return {"test": self.test, **{f"shift:{k}": v for k, v in self.shifts.items()}}
 
 
 def seed_data(cfg: ExperimentConfig, seed: int, dtype: torch.dtype, device: str) -> Any:
@@ -246,7 +297,7 @@ class ExperimentRunner:
         todo = [u for u in units if not self.unit_path(u).exists()]
         if len(todo) < len(units) and self.rank == 0:
             self.log(f"resuming {self.out}: {len(units) - len(todo)} of {len(units)} units already done")
-        total_steps = sum(self.cfg.train.steps for u in todo if u.learned)
+        total_steps = sum(u.steps(self.cfg) for u in todo)
         bar = tqdm(
             total=total_steps,
             disable=not self.progress or total_steps == 0 or self.rank != 0,
@@ -257,7 +308,8 @@ class ExperimentRunner:
         )
         try:
             if self.workers > 1 and len(todo) > 1:
-                self._run_parallel(todo, bar)
+                for phase in (0, 1):  # the mixtures' experts before the mixtures
+                    self._run_parallel([u for u in todo if u.phase == phase], bar)
             else:
                 data: dict[int, _SeedData] = {}
                 for unit in todo:
@@ -269,6 +321,9 @@ class ExperimentRunner:
         finally:
             bar.close()
         records = [read_json(self.unit_path(u)) for u in units]
+        for u, rec in zip(units, records, strict=True):
+            if u.variance is not None:
+                rec["expert_variance"] = u.variance
         if self.cfg.task.kind == "video":
             results = aggregate_denoising(self.cfg, records)
         else:
@@ -291,6 +346,8 @@ class ExperimentRunner:
         """Run one unit and write its record to ``units/`` atomically (rank 0)."""
         if isinstance(unit.method, DenoiserMethod):
             record = run_denoising_unit(self, unit, data, advance)
+        elif isinstance(unit.method, MixtureMethod):
+            record = self._run_mixture(unit, data, advance)
         elif unit.learned:
             record = self._run_learned(unit, data, advance)
         else:
@@ -300,6 +357,8 @@ class ExperimentRunner:
 
     def _run_parallel(self, todo: list[Unit], bar: tqdm) -> None:
         """Units in ``workers`` processes (one thread each); results do not depend on the worker count."""
+        if not todo:
+            return
         ctx = mp.get_context("spawn")
         progress = ctx.Queue()
         with ctx.Pool(self.workers, initializer=_worker_init, initargs=(progress,)) as pool:
@@ -341,14 +400,21 @@ class ExperimentRunner:
         ckpt = self.checkpoint_path(unit)
         if ckpt.exists():
             advance(int(load_checkpoint(ckpt)["step"]))
-        stream = RegressionStream(
-            data.task, cfg.train, generator(unit.seed, "train"), self.dtype, self.device
-        )
+        train_cfg = cfg.train
+        if unit.method.batch_size is not None:
+            train_cfg = dataclasses.replace(train_cfg, batch_size=unit.method.batch_size)
+        if unit.variance is None:
+            task, train_gen = data.task, generator(unit.seed, "train")
+        else:  # a mixture's expert: the task scaled to the expert's variance, its own prompts
+            assert isinstance(cfg.task, RegressionConfig)
+            scaled = dataclasses.replace(cfg.task, variance=unit.variance)
+            task, train_gen = RegressionTask(scaled, unit.seed), generator(unit.seed, "train", unit.variance)
+        stream = RegressionStream(task, train_cfg, train_gen, self.dtype, self.device)
         objective, heldout = regression_objective(unit.method, unit.depth, data, self.dtype, self.device)
         result = train(
             model,
             stream,
-            cfg.train,
+            train_cfg,
             objective=objective,
             dtype=self.dtype,
             device=self.device,
@@ -369,9 +435,10 @@ class ExperimentRunner:
             record["multipliers"] = [float(v) for v in objective.multipliers.value]
         with torch.no_grad():
             record["layerwise"] = {
-                "test": {str(unit.depth): _losses(model(data.test).layerwise_losses(data.test.y_query))}
+                split: {str(unit.depth): _losses(model(batch).layerwise_losses(batch.y_query))}
+                for split, batch in data.eval_splits().items()
             }
-            if data.train_batch is not None:
+            if train_cfg.protocol == "fixed_batch":
                 tb = stream.batch
                 assert tb is not None
                 record["layerwise"]["train"] = {
@@ -380,12 +447,81 @@ class ExperimentRunner:
         record["seconds"] = time.perf_counter() - t0
         return record
 
+    def _load_expert(self, method: MixtureMethod, variance: float, seed: int, depth: int) -> torch.nn.Module:
+        """A trained expert of ``method`` (phase 0 wrote its final checkpoint)."""
+        unit = Unit(mixture_expert(method, variance), seed, depth, variance)
+        ckpt = self.checkpoint_path(unit)
+        if not ckpt.exists():
+            raise RunFolderError(f"{ckpt}: the expert of {method.name} for σ² = {variance:g} was not trained")
+        assert isinstance(self.cfg.task, RegressionConfig)
+        model = build_model(unit.method, self.cfg.task.d, self.cfg.task.n, depth, generator(seed, "unused"))
+        model.load_state_dict(load_checkpoint(ckpt)["model"])
+        return model.to(device=self.device, dtype=self.dtype)
+
+    def _run_mixture(self, unit: Unit, data: _SeedData, advance: Callable[[int], object]) -> dict[str, Any]:
+        """Adapt a mixture of trained experts to every evaluated distribution; score it in and out of sample.
+
+        For the task itself (``base``) and every shift: fresh copies of the frozen experts, gates fit on one
+        adaptation batch of that distribution, then layerwise losses on that batch (``adapt:<name>``) and on
+        the distribution's held-out prompts (``test`` / ``shift:<name>``).
+        """
+        m = unit.method
+        assert isinstance(m, MixtureMethod) and unit.depth is not None
+        t0 = time.perf_counter()
+        adapt_cfg = TrainConfig(
+            protocol="fixed_batch",
+            steps=m.adapt_steps,
+            batch_size=m.adapt_size,
+            optimizer="adam",
+            lr=m.adapt_lr,
+            log_every=m.adapt_steps,
+            checkpoint_every=m.adapt_steps,
+        )
+        tasks = {"base": data.task, **data.shift_tasks}
+        tests = {"base": ("test", data.test), **{k: (f"shift:{k}", v) for k, v in data.shifts.items()}}
+        record: dict[str, Any] = {"method": m.name, "seed": unit.seed, "depth": unit.depth}
+        layerwise: dict[str, dict[str, list[float]]] = {}
+        adapted: dict[str, Any] = {}
+        for name, task in tasks.items():
+            experts = [self._load_expert(m, v, unit.seed, unit.depth) for v in m.expert_variances]
+            mixture = MixtureOfExperts(experts, gate=m.gate, gate_init=m.gate_init)
+            trainable = mixture.set_adaptable(m.adapt)
+            stream = RegressionStream(
+                task, adapt_cfg, generator(unit.seed, "adapt", name), self.dtype, self.device
+            )
+            result = train(
+                mixture,
+                stream,
+                adapt_cfg,
+                dtype=self.dtype,
+                device=self.device,
+                on_step=lambda _step: advance(1),
+                where=f"adapting {m.name} to {name}, seed {unit.seed}, depth {unit.depth}",
+            )
+            split, test = tests[name]
+            adapt_batch = stream.batch
+            assert adapt_batch is not None
+            with torch.no_grad():
+                layerwise[split] = {str(unit.depth): _losses(mixture(test).layerwise_losses(test.y_query))}
+                layerwise[f"adapt:{name}"] = {
+                    str(unit.depth): _losses(mixture(adapt_batch).layerwise_losses(adapt_batch.y_query))
+                }
+            adapted[name] = {
+                "gates": _losses(mixture.gates()),
+                "final_adapt_loss": result.final_loss if math.isfinite(result.final_loss) else None,
+                "trainable": trainable,
+            }
+        record["layerwise"] = layerwise
+        record["adapted"] = adapted
+        record["seconds"] = time.perf_counter() - t0
+        return record
+
     def _run_classical(self, unit: Unit, data: _SeedData) -> dict[str, Any]:
         m = unit.method
         assert isinstance(m, ClassicalMethod)
         cfg = self.cfg
         t0 = time.perf_counter()
-        splits = {"test": data.test}
+        splits = data.eval_splits()
         if data.train_batch is not None:
             splits["train"] = data.train_batch
         record: dict[str, Any] = {"method": m.name, "seed": unit.seed, "depth": None}
@@ -501,11 +637,14 @@ def aggregate(cfg: ExperimentConfig, records: list[dict[str, Any]]) -> dict[str,
     """Per method and depth: log loss per seed, its mean and std over seeds, and mean layerwise curves.
 
     The headline split is ``test`` (fresh held-out prompts) unless ``eval.in_sample`` is set, when it is
-    ``train`` (the fixed training batch) and the results say so.
+    ``train`` (the fixed training batch) and the results say so. Every further split a method was scored
+    on is aggregated the same way: ``train`` (fixed_batch), ``shift:<name>`` (held-out prompts of a shifted
+    distribution) and, for mixtures, ``adapt:<name>`` (the batch the gates were fit on). A mixture's
+    experts appear as methods of their own (``expert_variance`` set).
     """
     headline = "train" if cfg.eval.in_sample else "test"
-    splits = ["test", "train"] if cfg.train.protocol == "fixed_batch" else ["test"]
     zero = RegressionTask(cfg.task, cfg.seeds[0]).zero_predictor_loss()
+    shift_tasks = cfg.shifted_tasks()
     out: dict[str, Any] = {
         "name": cfg.name,
         "description": cfg.description,
@@ -516,17 +655,32 @@ def aggregate(cfg: ExperimentConfig, records: list[dict[str, Any]]) -> dict[str,
         "depths": list(cfg.depths),
         "seeds": list(cfg.seeds),
         "zero_predictor_log_loss": math.log(zero),
+        "shifts": {
+            name: {
+                "zero_predictor_log_loss": math.log(RegressionTask(task, cfg.seeds[0]).zero_predictor_loss()),
+                "variance": task.variance,
+                "covariance": task.covariance,
+            }
+            for name, task in shift_tasks.items()
+        },
         "methods": {},
         "published": {k: list(v) for k, v in (cfg.published or {}).items()},
         "published_source": cfg.published_source,
     }
-    for m in cfg.methods:
-        entry: dict[str, Any] = {
-            "kind": m.kind,
-            "label": m.label or m.name,
-            "learned": isinstance(m, LearnedMethod),
-        }
-        recs = [r for r in records if r["method"] == m.name]
+    experts: dict[str, Any] = {}
+    for rec in records:
+        if "expert_variance" in rec:
+            experts.setdefault(rec["method"], rec["expert_variance"])
+    entries: list[tuple[str, str, str, bool, float | None]] = [
+        (m.name, m.kind, m.label or m.name, not isinstance(m, ClassicalMethod), None) for m in cfg.methods
+    ]
+    entries += [(name, "expert", f"expert (σ² = {v:g})", True, v) for name, v in experts.items()]
+    for name, kind, label, learned, variance in entries:
+        entry: dict[str, Any] = {"kind": kind, "label": label, "learned": learned}
+        if variance is not None:
+            entry["expert_variance"] = variance
+        recs = [r for r in records if r["method"] == name]
+        splits = list(dict.fromkeys(k for r in recs for k in r["layerwise"]))
         for split in splits:
             per_seed = []  # [seed][depth] log loss at the last layer
             curves = []  # [seed][depth] log-loss curve over layers 0..L
@@ -555,8 +709,20 @@ def aggregate(cfg: ExperimentConfig, records: list[dict[str, Any]]) -> dict[str,
         tuned = {str(r["seed"]): r["tuned"] for r in recs if "tuned" in r}
         if tuned:
             entry["tuned"] = tuned
-        out["methods"][m.name] = entry
+        adapted = {str(r["seed"]) + f"_L{r['depth']}": r["adapted"] for r in recs if "adapted" in r}
+        if adapted:
+            entry["adapted"] = adapted
+        out["methods"][name] = entry
     return out
+
+
+def scale_free(results: dict[str, Any], split: str, log_loss: float) -> float:
+    """A log loss minus the log loss of the zero predictor on the same distribution (0 = predicting 0)."""
+    if split.startswith(("shift:", "adapt:")):
+        name = split.split(":", 1)[1]
+        if name in results.get("shifts", {}):
+            return log_loss - results["shifts"][name]["zero_predictor_log_loss"]
+    return log_loss - results["zero_predictor_log_loss"]
 
 
 def _first_difference(a: str, b: str) -> str:

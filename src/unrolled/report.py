@@ -126,6 +126,8 @@ def write_report(run_dir: str | Path) -> Path:
     ]
     for split in other:
         parts += [f"## Also: {_split_title(results, split)}", "", markdown_table(results, split), ""]
+    if results.get("shifts"):
+        parts += shift_section(results)
     tuned_lines = _tuned_table(results)
     if tuned_lines:
         parts += ["## Tuned step sizes (chosen per depth on validation prompts, seed of first run)", ""]
@@ -136,6 +138,9 @@ def write_report(run_dir: str | Path) -> Path:
     else:
         plot_loss_vs_layer([results], run_dir / "loss_vs_layer.png", plt)
         parts += ["![log loss vs layer](loss_vs_layer.png)", ""]
+        if results.get("shifts"):
+            plot_shifts(results, run_dir / "shifts.png", plt)
+            parts += ["![scale-free log loss under distribution shift](shifts.png)", ""]
         if plot_training(run_dir, run_dir / "training.png", plt):
             parts += ["![training loss](training.png)", ""]
     timing = results.get("timing", {})
@@ -144,6 +149,97 @@ def write_report(run_dir: str | Path) -> Path:
     report = run_dir / "report.md"
     atomic_write_text(report, "\n".join(parts))
     return report
+
+
+def _shift_columns(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(column title, held-out split, adaptation split) for the task itself and every shift."""
+    cols = [
+        (
+            "task (σ² = {:g})".format(results.get("config", {}).get("task", {}).get("variance", 1.0)),
+            "test",
+            "adapt:base",
+        )
+    ]
+    for name, info in results["shifts"].items():
+        title = f"σ² = {info['variance']:g}" if info["covariance"] != "mixture" else name
+        cols.append((title if title != cols[0][0] else name, f"shift:{name}", f"adapt:{name}"))
+    return cols
+
+
+def shift_value(results: dict[str, Any], m: dict[str, Any], split: str, i: int) -> tuple[float, float] | None:
+    """(log loss, scale-free log loss) of method entry ``m`` on ``split`` at depth index ``i``."""
+    from unrolled.experiment import scale_free
+
+    if split not in m:
+        return None
+    v = m[split]["log_loss_mean"][i]
+    return v, scale_free(results, split, v)
+
+
+def shift_section(results: dict[str, Any]) -> list[str]:
+    """Tables of every method on the task and each shifted distribution, at the largest depth."""
+    i = len(results["depths"]) - 1
+    L = results["depths"][i]
+    cols = _shift_columns(results)
+    head = "| method | " + " | ".join(c[0] for c in cols) + " |"
+    rule = "|---|" + "---|" * len(cols)
+    zero = [results["zero_predictor_log_loss"]] + [
+        s["zero_predictor_log_loss"] for s in results["shifts"].values()
+    ]
+    parts = [
+        f"## Out of distribution (L = {L}): log loss on held-out prompts of each distribution",
+        "",
+        "Each cell: log loss (scale-free: minus the log loss of the zero predictor on that distribution, so "
+        "0 means no better than predicting 0 and variances can be compared). Mixtures are adapted to each "
+        "distribution on a separate batch; their in-sample numbers follow below.",
+        "",
+        head,
+        rule,
+        "| zero predictor | " + " | ".join(f"{z:.2f}" for z in zero) + " |",
+    ]
+    adapt_rows = []
+    for m in results["methods"].values():
+        cells, adapt_cells = [], []
+        for _, split, adapt in cols:
+            got = shift_value(results, m, split, i)
+            cells.append("—" if got is None else f"{_fmt(got[0])} ({_fmt(got[1])})")
+            a = shift_value(results, m, adapt, i)
+            adapt_cells.append("—" if a is None else f"{_fmt(a[0])} ({_fmt(a[1])})")
+        parts.append(f"| {m['label']} | " + " | ".join(cells) + " |")
+        if any(c != "—" for c in adapt_cells):
+            adapt_rows.append(f"| {m['label']} | " + " | ".join(adapt_cells) + " |")
+    parts.append("")
+    if adapt_rows:
+        parts += [
+            f"### Mixtures on their adaptation batch (in-sample, L = {L})",
+            "",
+            head,
+            rule,
+            *adapt_rows,
+            "",
+        ]
+    return parts
+
+
+def plot_shifts(results: dict[str, Any], path: Path, plt: Any) -> None:
+    """Scale-free log loss at the largest depth on every distribution, one line per method."""
+    i = len(results["depths"]) - 1
+    cols = _shift_columns(results)
+    fig, ax = plt.subplots(figsize=(6.8, 4.4))
+    x = list(range(len(cols)))
+    for m in results["methods"].values():
+        for split_idx, style, suffix in ((1, "-o", ""), (2, ":s", " (adaptation batch)")):
+            points = [(j, shift_value(results, m, c[split_idx], i)) for j, c in zip(x, cols, strict=True)]
+            points = [(j, v[1]) for j, v in points if v is not None]
+            if points:
+                ax.plot(*zip(*points, strict=True), style, lw=1.5, ms=4, label=f"{m['label']}{suffix}")
+    ax.axhline(0.0, color="grey", ls=":", lw=1, label="zero predictor")
+    ax.set_xticks(x, [c[0] for c in cols], fontsize=8)
+    ax.set_ylabel("log loss − log loss of predicting 0")
+    ax.set_title(f"{results['name']}: L = {results['depths'][i]}, mean over seeds", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+    _save(fig, path, plt)
 
 
 def _tuned_table(results: dict[str, Any]) -> list[str]:
@@ -183,6 +279,8 @@ def plot_loss_vs_layer(runs: Sequence[dict[str, Any]], path: Path, plt: Any | No
         split = run["headline_split"]
         prefix = f"{run['name']}: " if len(runs) > 1 else ""
         for name, m in run["methods"].items():
+            if split not in m:
+                continue
             c = colors[i % len(colors)]
             i += 1
             mean = m[split]["log_loss_mean"]

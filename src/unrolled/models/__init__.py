@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from unrolled.config import LearnedMethod
 from unrolled.models.linear_attention import LinearAttention
@@ -13,22 +14,26 @@ from unrolled.models.memformer import (
     RecurrentMemformer,
     query_readout,
 )
+from unrolled.models.mixture import MixtureOfExperts
+from unrolled.solvers.classical import UnrolledLFOM
 
 __all__ = [
     "CGDMemformer",
     "LFOMMemformer",
     "LinearAttention",
     "LinearTransformer",
+    "MixtureOfExperts",
     "RecurrentMemformer",
+    "UnrolledLFOM",
     "build_model",
     "query_readout",
 ]
 
 
-def build_model(
-    method: LearnedMethod, d: int, n: int, depth: int, generator: torch.Generator
-) -> LinearTransformer:
-    """The model a :class:`~unrolled.config.LearnedMethod` describes, with ``depth`` layers."""
+def build_model(method: LearnedMethod, d: int, n: int, depth: int, generator: torch.Generator) -> nn.Module:
+    """The model a :class:`~unrolled.config.LearnedMethod` describes, with ``depth`` layers (or steps)."""
+    if method.kind == "lfom":
+        return UnrolledLFOM(d, depth, method.lfom_form, method.gamma_init, method.lfom_objective)
     common = dict(
         d=d,
         n=n,

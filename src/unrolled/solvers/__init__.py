@@ -8,6 +8,7 @@ from unrolled.solvers.classical import (
     HeavyBall,
     LeastSquares,
     Nesterov,
+    UnrolledLFOM,
     linear_readout,
 )
 from unrolled.solvers.tuning import TunedSetting, default_lr_grid, tune
@@ -21,6 +22,7 @@ __all__ = [
     "LeastSquares",
     "Nesterov",
     "TunedSetting",
+    "UnrolledLFOM",
     "default_lr_grid",
     "linear_readout",
     "tune",

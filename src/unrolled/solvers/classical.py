@@ -224,3 +224,49 @@ class LFOM(FirstOrderSolver):
             w = w - sum(self.gamma[k, i] * g for i, g in enumerate(grads))
             out.append(w)
         return out
+
+
+class UnrolledLFOM(nn.Module):
+    """A learnable LFOM with a fixed number of steps, trained like a transformer (Dutta & Sra, Sec. 6).
+
+    ``model(batch)`` runs K = ``steps`` iterations of :class:`LFOM` with learned coefficients and returns
+    the trajectory w_0..w_K (``[B, d]`` each), read out at the query.
+
+    Args:
+        d: input dimension.
+        steps: K, the number of iterations (the model's depth).
+        form: ``tied`` (Γ ``[K, d]``: w_{k+1} = w_k − Σ_{i≤k} Γ_i ⊙ g_i, the paper's learnable LFOM) or
+            ``full`` (Γ^k_i ``[K, K, d]``, every step its own weights on every past gradient).
+        init: tied: every Γ_i starts at ``init``; full: Γ^k_k = ``init`` and Γ^k_i = 0 for i < k, i.e.
+            gradient descent with step ``init``.
+        objective: the gradient's scale (``mean``: ∇ (1/2n)‖Xw − y‖²; ``sum``: ∇ ½‖Xw − y‖²).
+    """
+
+    def __init__(
+        self,
+        d: int,
+        steps: int,
+        form: Literal["tied", "full"] = "tied",
+        init: float = 0.0,
+        objective: Objective = "mean",
+    ) -> None:
+        super().__init__()
+        if steps < 1 or d < 1:
+            raise ValueError(f"need d >= 1 and steps >= 1, got d={d}, steps={steps}")
+        if form == "tied":
+            gamma = torch.full((steps, d), float(init))
+        elif form == "full":
+            gamma = torch.zeros(steps, steps, d)
+            idx = torch.arange(steps)
+            gamma[idx, idx] = float(init)
+        else:
+            raise ValueError(f"form must be 'tied' or 'full', got {form!r}")
+        self.d, self.depth, self.form = d, steps, form
+        self.lfom = LFOM(gamma, objective=objective, learnable=True)
+
+    def forward(self, batch: RegressionBatch) -> Trajectory:
+        if not isinstance(batch, RegressionBatch):
+            raise TypeError(f"a learnable LFOM runs on a RegressionBatch, got {type(batch).__name__}")
+        if batch.d != self.d:
+            raise ValueError(f"LFOM built for d={self.d}, got prompts with d={batch.d}")
+        return self.lfom(batch, self.depth)
