@@ -179,3 +179,29 @@ def test_mixture_experiment_end_to_end(tmp_path):
     assert math.isclose(methods["cg"]["shift:var3"]["log_loss_mean"][0], math.log(cg_loss), rel_tol=1e-5)
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Out of distribution" in report and (tmp_path / "run" / "shifts.png").exists()
+
+
+def test_aggregate_counts_diverged_seeds_and_averages_the_rest():
+    """A seed whose loss overflowed (None in its record) is counted, not averaged in, and JSON stays valid."""
+    from unrolled.experiment import aggregate
+
+    cfg = from_dict(
+        ExperimentConfig,
+        {
+            "name": "agg",
+            "seeds": [0, 1, 2],
+            "depths": [1],
+            "task": {"d": 2, "n": 4, "covariance": "isotropic"},
+            "methods": [{"name": "cg", "kind": "cg"}],
+        },
+    )
+    records = [
+        {"method": "cg", "seed": s, "depth": None, "layerwise": {"test": {"1": [2.0, v]}}}
+        for s, v in enumerate([math.e, None, math.e**3])
+    ]
+    entry = aggregate(cfg, records)["methods"]["cg"]["test"]
+    assert entry["diverged_seeds"] == [1]
+    assert math.isclose(entry["log_loss_mean"][0], 2.0)
+    assert math.isclose(entry["log_loss_std"][0], math.sqrt(2.0))
+    assert entry["log_loss_per_seed"] == [[1.0], [None], [3.0]]
+    json.dumps(entry, allow_nan=False)

@@ -57,7 +57,7 @@ from unrolled.solvers import (
 from unrolled.solvers.tuning import DEFAULT_MOMENTA
 from unrolled.tasks.regression import RegressionBatch, RegressionTask
 from unrolled.train.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, read_json
-from unrolled.train.loop import RegressionStream, rank_and_world, train
+from unrolled.train.loop import NonFiniteLossError, RegressionStream, rank_and_world, train
 from unrolled.trajectory import squared_error
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -199,8 +199,9 @@ def seed_data(cfg: ExperimentConfig, seed: int, dtype: torch.dtype, device: str)
     return _SeedData(cfg, seed, dtype, device)
 
 
-def _losses(values: torch.Tensor) -> list[float]:
-    return [float(v) for v in values.detach().cpu()]
+def _losses(values: torch.Tensor) -> list[float | None]:
+    """Plain floats for JSON; a non-finite loss (a method that diverged on some prompts) becomes None."""
+    return [float(v) if math.isfinite(float(v)) else None for v in values.detach().cpu()]
 
 
 class ExperimentRunner:
@@ -489,16 +490,23 @@ class ExperimentRunner:
             stream = RegressionStream(
                 task, adapt_cfg, generator(unit.seed, "adapt", name), self.dtype, self.device
             )
-            result = train(
-                mixture,
-                stream,
-                adapt_cfg,
-                dtype=self.dtype,
-                device=self.device,
-                on_step=lambda _step: advance(1),
-                where=f"adapting {m.name} to {name}, seed {unit.seed}, depth {unit.depth}",
-            )
             split, test = tests[name]
+            try:
+                result = train(
+                    mixture,
+                    stream,
+                    adapt_cfg,
+                    dtype=self.dtype,
+                    device=self.device,
+                    on_step=lambda _step: advance(1),
+                    where=f"adapting {m.name} to {name}, seed {unit.seed}, depth {unit.depth}",
+                )
+            except NonFiniteLossError as exc:  # the experts blow up on this distribution: record, go on
+                none = [None] * (unit.depth + 1)
+                layerwise[split] = {str(unit.depth): none}
+                layerwise[f"adapt:{name}"] = {str(unit.depth): none}
+                adapted[name] = {"diverged": str(exc), "trainable": trainable}
+                continue
             adapt_batch = stream.batch
             assert adapt_batch is not None
             with torch.no_grad():
@@ -682,29 +690,31 @@ def aggregate(cfg: ExperimentConfig, records: list[dict[str, Any]]) -> dict[str,
         recs = [r for r in records if r["method"] == name]
         splits = list(dict.fromkeys(k for r in recs for k in r["layerwise"]))
         for split in splits:
-            per_seed = []  # [seed][depth] log loss at the last layer
+            per_seed = []  # [seed][depth] log loss at the last layer (inf: diverged)
             curves = []  # [seed][depth] log-loss curve over layers 0..L
             for seed in cfg.seeds:
                 row, seed_curves = [], []
                 for L in cfg.depths:
                     rec = next(r for r in recs if r["seed"] == seed and r["depth"] in (None, L))
-                    curve = [_safe_log(v) for v in rec["layerwise"][split][str(L)]]
+                    curve = [math.inf if v is None else _safe_log(v) for v in rec["layerwise"][split][str(L)]]
                     row.append(curve[-1])
                     seed_curves.append(curve)
                 per_seed.append(row)
                 curves.append(seed_curves)
             mean_curves = {
-                str(L): torch.tensor([c[i] for c in curves], dtype=torch.float64).mean(0).tolist()
+                str(L): _finite_or_none(
+                    _finite_mean(torch.tensor([c[i] for c in curves], dtype=torch.float64))
+                )
                 for i, L in enumerate(cfg.depths)
             }
             t = torch.tensor(per_seed, dtype=torch.float64)
+            diverged = (~t.isfinite()).sum(0)
             entry[split] = {
-                "log_loss_mean": t.mean(0).tolist(),
-                "log_loss_std": (
-                    t.std(0, unbiased=True) if len(cfg.seeds) > 1 else torch.zeros(len(cfg.depths))
-                ).tolist(),
-                "log_loss_per_seed": per_seed,
+                "log_loss_mean": _finite_or_none(_finite_mean(t)),
+                "log_loss_std": _finite_or_none(_finite_std(t)),
+                "log_loss_per_seed": [_finite_or_none(row) for row in t],
                 "layerwise_log_loss_mean": mean_curves,
+                "diverged_seeds": [int(k) for k in diverged],
             }
         tuned = {str(r["seed"]): r["tuned"] for r in recs if "tuned" in r}
         if tuned:
@@ -714,6 +724,29 @@ def aggregate(cfg: ExperimentConfig, records: list[dict[str, Any]]) -> dict[str,
             entry["adapted"] = adapted
         out["methods"][name] = entry
     return out
+
+
+def _finite_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean over seeds (dim 0) of the finite entries; NaN where every seed diverged."""
+    return torch.where(t.isfinite(), t, torch.nan).nanmean(dim=0)
+
+
+def _finite_std(t: torch.Tensor) -> torch.Tensor:
+    """Std over seeds of the finite entries (0 with one finite seed; NaN with none)."""
+    ok = t.isfinite()
+    k = ok.sum(0)
+    mean = _finite_mean(t)
+    sq = torch.where(ok, (t - mean) ** 2, 0.0).sum(0)
+    std = (sq / (k - 1).clamp_min(1)).sqrt()
+    return torch.where(k > 0, std, torch.nan)
+
+
+def _finite_or_none(t: torch.Tensor) -> list[Any]:
+    """A tensor as a (nested) list with non-finite values as None (JSON has no inf or NaN)."""
+    if t.dim() == 0:
+        v = float(t)
+        return v if math.isfinite(v) else None  # type: ignore[return-value]
+    return [_finite_or_none(x) for x in t]
 
 
 def scale_free(results: dict[str, Any], split: str, log_loss: float) -> float:

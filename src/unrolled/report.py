@@ -43,8 +43,13 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     return results
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.2f}" if math.isfinite(x) else "—"
+def _fmt(x: float | None) -> str:
+    return f"{x:.2f}" if x is not None and math.isfinite(x) else "—"
+
+
+def _nums(values: Sequence[float | None]) -> list[float]:
+    """None (a diverged mean) as NaN, for plotting."""
+    return [math.nan if v is None else v for v in values]
 
 
 def _split_title(results: dict[str, Any], split: str) -> str:
@@ -64,7 +69,11 @@ def markdown_table(results: dict[str, Any], split: str) -> str:
         if split not in m:
             continue
         mean, std = m[split]["log_loss_mean"], m[split]["log_loss_std"]
-        cells = " | ".join(f"{_fmt(a)} ± {_fmt(b)}" for a, b in zip(mean, std, strict=True))
+        div = m[split].get("diverged_seeds") or [0] * len(mean)
+        cells = " | ".join(
+            f"{_fmt(a)} ± {_fmt(b)}" + (f" ({k} diverged)" if k else "")
+            for a, b, k in zip(mean, std, div, strict=True)
+        )
         rows.append(f"| {m['label']} | {cells} |")
         if name in published:
             rows.append(f"| {m['label']} — paper | " + " | ".join(_fmt(v) for v in published[name]) + " |")
@@ -170,7 +179,7 @@ def shift_value(results: dict[str, Any], m: dict[str, Any], split: str, i: int) 
     """(log loss, scale-free log loss) of method entry ``m`` on ``split`` at depth index ``i``."""
     from unrolled.experiment import scale_free
 
-    if split not in m:
+    if split not in m or m[split]["log_loss_mean"][i] is None:
         return None
     v = m[split]["log_loss_mean"][i]
     return v, scale_free(results, split, v)
@@ -283,8 +292,8 @@ def plot_loss_vs_layer(runs: Sequence[dict[str, Any]], path: Path, plt: Any | No
                 continue
             c = colors[i % len(colors)]
             i += 1
-            mean = m[split]["log_loss_mean"]
-            std = m[split]["log_loss_std"]
+            mean = _nums(m[split]["log_loss_mean"])
+            std = [0.0 if math.isnan(v) else v for v in _nums(m[split]["log_loss_std"])]
             depths = run["depths"]
             ax.plot(depths, mean, "-o", color=c, label=f"{prefix}{m['label']}", lw=1.8, ms=4)
             lo = [a - b for a, b in zip(mean, std, strict=True)]
