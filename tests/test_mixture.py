@@ -205,3 +205,24 @@ def test_aggregate_counts_diverged_seeds_and_averages_the_rest():
     assert math.isclose(entry["log_loss_std"][0], math.sqrt(2.0))
     assert entry["log_loss_per_seed"] == [[1.0], [None], [3.0]]
     json.dumps(entry, allow_nan=False)
+
+
+def test_interrupted_mixture_run_resumes_to_identical_results(tmp_path):
+    """Experts resume from checkpoints; a mixture cut during adaptation is adapted again from the start."""
+    cfg = from_dict(ExperimentConfig, json.loads(json.dumps(MOE)))
+    whole = run_experiment(cfg, tmp_path / "whole", progress=False, log=lambda _: None)
+    calls = {"n": 0}
+
+    def interrupt(unit, step):
+        if unit.method.name == "moe_g" and step == 7:
+            calls["n"] += 1
+            if calls["n"] == 2:  # during the adaptation to the second distribution
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, tmp_path / "cut", progress=False, on_step=interrupt, log=lambda _: None)
+    resumed = run_experiment(cfg, tmp_path / "cut", resume=True, progress=False, log=lambda _: None)
+    for name, m in whole["methods"].items():
+        for split, v in m.items():
+            if isinstance(v, dict) and "log_loss_mean" in v:
+                assert resumed["methods"][name][split]["log_loss_mean"] == v["log_loss_mean"], (name, split)

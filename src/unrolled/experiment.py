@@ -479,6 +479,12 @@ class ExperimentRunner:
             checkpoint_every=m.adapt_steps,
         )
         tasks = {"base": data.task, **data.shift_tasks}
+
+        def on_step(step: int) -> None:
+            advance(1)
+            if self.on_step is not None:
+                self.on_step(unit, step)
+
         tests = {"base": ("test", data.test), **{k: (f"shift:{k}", v) for k, v in data.shifts.items()}}
         record: dict[str, Any] = {"method": m.name, "seed": unit.seed, "depth": unit.depth}
         layerwise: dict[str, dict[str, list[float]]] = {}
@@ -498,7 +504,7 @@ class ExperimentRunner:
                     adapt_cfg,
                     dtype=self.dtype,
                     device=self.device,
-                    on_step=lambda _step: advance(1),
+                    on_step=on_step,
                     where=f"adapting {m.name} to {name}, seed {unit.seed}, depth {unit.depth}",
                 )
             except NonFiniteLossError as exc:  # the experts blow up on this distribution: record, go on

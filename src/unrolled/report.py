@@ -161,18 +161,21 @@ def write_report(run_dir: str | Path) -> Path:
 
 
 def _shift_columns(results: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(column title, held-out split, adaptation split) for the task itself and every shift."""
-    cols = [
-        (
-            "task (σ² = {:g})".format(results.get("config", {}).get("task", {}).get("variance", 1.0)),
-            "test",
-            "adapt:base",
-        )
-    ]
+    """(column title, held-out split, adaptation split) for the task and every shift, by variance if all are
+    variance shifts of the task's covariance (else the task first, then the shifts in config order)."""
+    task = results.get("config", {}).get("task", {})
+    base_var = float(task.get("variance", 1.0))
+    cols = [(f"task (σ² = {base_var:g})", "test", "adapt:base", base_var)]
+    same_family = True
     for name, info in results["shifts"].items():
+        same_family &= info["covariance"] == task.get("covariance", info["covariance"]) != "mixture"
         title = f"σ² = {info['variance']:g}" if info["covariance"] != "mixture" else name
-        cols.append((title if title != cols[0][0] else name, f"shift:{name}", f"adapt:{name}"))
-    return cols
+        cols.append(
+            (title if title != cols[0][0] else name, f"shift:{name}", f"adapt:{name}", info["variance"])
+        )
+    if same_family:
+        cols.sort(key=lambda c: c[3])
+    return [c[:3] for c in cols]
 
 
 def shift_value(results: dict[str, Any], m: dict[str, Any], split: str, i: int) -> tuple[float, float] | None:
@@ -192,8 +195,11 @@ def shift_section(results: dict[str, Any]) -> list[str]:
     cols = _shift_columns(results)
     head = "| method | " + " | ".join(c[0] for c in cols) + " |"
     rule = "|---|" + "---|" * len(cols)
-    zero = [results["zero_predictor_log_loss"]] + [
-        s["zero_predictor_log_loss"] for s in results["shifts"].values()
+    zero = [
+        results["shifts"][split.split(":", 1)[1]]["zero_predictor_log_loss"]
+        if split.startswith("shift:")
+        else results["zero_predictor_log_loss"]
+        for _, split, _ in cols
     ]
     parts = [
         f"## Out of distribution (L = {L}): log loss on held-out prompts of each distribution",
