@@ -130,3 +130,30 @@ def test_build_model_kinds_run_and_backprop(kind, batch64):
     traj.layerwise_losses(batch64.y_query)[-1].backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("kind", ["lt", "cgd", "lfom", "lfom_plus", "recurrent"])
+def test_label_only_forward_equals_the_full_token_path(kind):
+    """With B = 0 the models run on the label column alone; stepping the full tokens must agree."""
+    kinds = {
+        "lt": "linear_transformer",
+        "cgd": "memformer_cgd",
+        "lfom": "memformer_lfom",
+        "lfom_plus": "memformer_lfom_plus",
+        "recurrent": "memformer_recurrent",
+    }
+    A = "scalar" if kind == "recurrent" else "full"
+    method = LearnedMethod(name="m", kind=kinds[kind], A=A, heads=2)
+    model = build_model(method, 5, 20, 3, torch.Generator().manual_seed(1)).double()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in ("gamma", "alpha", "beta"):
+                p.add_(0.3 * torch.rand(p.shape, generator=torch.Generator().manual_seed(2), dtype=p.dtype))
+    assert model.label_only
+    batch = make_batch(16)
+    fast = model(batch)
+    Zt = batch.tokens().permute(1, 2, 0).contiguous()
+    memory = model.init_memory(Zt)
+    for l in range(model.depth):
+        Zt, memory = model.step(l, Zt, memory)
+        torch.testing.assert_close(fast.states[l + 1], Zt.permute(2, 0, 1), rtol=1e-12, atol=1e-12)

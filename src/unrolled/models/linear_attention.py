@@ -157,17 +157,28 @@ class LinearAttention(nn.Module):
         return torch.cat([out_x, out_y.unsqueeze(1)], dim=1) / -n
 
     def _label_update(self, Zt: Tensor) -> Tensor:
-        """B = 0, batch-last ``[n+1, d+1, B]``: only the label row changes, Δy_i = −(1/n) x_iᵀ (Σ_h A_h) Σ_j x_j y_j.
-
-        With the batch innermost this is vectorised elementwise work over B, several times faster on CPUs
-        than batched tiny matrix products.
-        """
-        n, d = Zt.shape[0] - 1, self.d
-        context = Zt[:n]  # M drops the query as a source  [n, D, B]
-        xy = (context[:, :d] * context[:, d:]).sum(dim=0)  # Σ_j x_j y_j  [d, B]
-        v = self.preconditioners().sum(dim=0) @ xy  # (Σ_h A_h) Σ_j x_j y_j  [d, B]
-        dy = -(Zt[:, :d] * v).sum(dim=1) / n  # label update of every token  [n+1, B]
+        """B = 0, batch-last ``[n+1, d+1, B]``: only the label row changes (see :meth:`label_delta`)."""
+        d = self.d
+        dy = self.label_delta(Zt[:, :d], Zt[:, d])
         return F.pad(dy.unsqueeze(1), (0, 0, d, 0))
+
+    def label_delta(self, X: Tensor, y: Tensor) -> Tensor:
+        """B = 0 in the label-only form: Δy_i = −(1/n) x_iᵀ (Σ_h A_h) Σ_{j≤n} x_j y_j.
+
+        Args:
+            X: inputs of every token, batch-last ``[n+1, d, B]`` (the query last).
+            y: label slots ``[n+1, B]``.
+
+        Returns:
+            Δy ``[n+1, B]``. With the batch innermost this is vectorised elementwise work over B, several
+            times faster on CPUs than batched tiny matrix products.
+        """
+        if self.B_form != "zero":
+            raise ValueError("label_delta is the B = 0 update; this layer has B free")
+        n = X.shape[0] - 1
+        xy = (X[:n] * y[:n].unsqueeze(1)).sum(dim=0)  # Σ_j x_j y_j  [d, B] (M drops the query as a source)
+        v = self.preconditioners().sum(dim=0) @ xy  # (Σ_h A_h) Σ_j x_j y_j  [d, B]
+        return -(X * v).sum(dim=1) / n
 
     def _reassociated(self, Z: Tensor) -> Tensor:
         """General B, batch-first ``[B, n+1, d+1]``: Z Σ_h W_h (Zᵀ M Z) P̃_h with batched matrix products."""

@@ -16,7 +16,9 @@ layers; with B = 0 only its label column matters (per-token weights on the label
 
 Inside ``forward`` the layers run in a batch-last layout ``[n+1, d+1, B]`` (see
 :meth:`LinearAttention.forward_batch_last`); ``step`` works in that layout, and the trajectory's states are
-returned as ``[B, n+1, d+1]`` views.
+returned as ``[B, n+1, d+1]`` views. When every layer has B = 0 only the label column ever changes, so the
+layers run on it alone (``[n+1, B]``, :meth:`LinearAttention.label_delta`): 1.3× faster per training step at
+L = 4 and 1.7× at L = 16 on a 2-core CPU (tested equal to the full-token path).
 """
 
 from __future__ import annotations
@@ -87,12 +89,30 @@ class LinearTransformer(nn.Module):
         """The memory before layer 0 (None for the memoryless transformer)."""
         return None
 
-    def update(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    def attn(self, l: int, Z: Tensor, X: Tensor | None = None) -> Tensor:
+        """Layer l's attention output: full ``[n+1, d+1, B]``, or label-only ``[n+1, B]`` when X is given.
+
+        In the label-only form (every layer B = 0) Z is the label column y ``[n+1, B]`` and X the inputs
+        ``[n+1, d, B]``, which no layer changes.
+        """
+        if X is None:
+            return self.layers[l].forward_batch_last(Z)
+        return self.layers[l].label_delta(X, Z)
+
+    @property
+    def label_only(self) -> bool:
+        """True when every layer has B = 0 and the re-associated form: only the label column evolves."""
+        return all(layer.B_form == "zero" and layer.attention == "reassociated" for layer in self.layers)
+
+    def update(
+        self, l: int, Z: Tensor, memory: Tensor | None, X: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Layer l's residual update: ``(Z_l, memory) -> (T_l, memory')`` with Z_{l+1} = Z_l + T_l.
 
-        Z and T are batch-last ``[n+1, d+1, B]``. A mixture of experts combines the T_l of its experts.
+        Z and T are batch-last ``[n+1, d+1, B]``, or the label column ``[n+1, B]`` when X (the inputs
+        ``[n+1, d, B]``) is given. A mixture of experts combines the T_l of its experts.
         """
-        return self.layers[l].forward_batch_last(Z), memory
+        return self.attn(l, Z, X), memory
 
     def step(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Layer l: ``(Z_l, memory) -> (Z_{l+1}, memory')``, Z batch-last ``[n+1, d+1, B]``."""
@@ -100,10 +120,23 @@ class LinearTransformer(nn.Module):
         return Z + T, memory
 
     def forward(self, inputs: RegressionBatch | Tensor) -> Trajectory:
-        """Run all layers on prompts ``[B, n+1, d+1]`` (or a batch); returns the L + 1 states."""
+        """Run all layers on prompts ``[B, n+1, d+1]`` (or a batch); returns the L + 1 states.
+
+        With B = 0 in every layer only the label column changes, so the layers run on it alone
+        (``[n+1, B]``) and the full token states are assembled for the trajectory.
+        """
         Z = as_tokens(inputs, self.d, self.n)
         states = [Z]
         Zt = Z.permute(1, 2, 0).contiguous()  # batch-last  [n+1, d+1, B]
+        if self.label_only:
+            X, y = Zt[:, : self.d], Zt[:, self.d]  # [n+1, d, B], [n+1, B]
+            memory = self.init_memory(y)
+            for l in range(self.depth):
+                T, memory = self.update(l, y, memory, X)
+                y = y + T
+                # batch-last copy of contiguous rows (fast), returned as a [B, n+1, d+1] view
+                states.append(torch.cat([X, y.unsqueeze(1)], dim=1).permute(2, 0, 1))
+            return Trajectory(tuple(states), query_readout)
         memory = self.init_memory(Zt)
         for l in range(self.depth):
             Zt, memory = self.step(l, Zt, memory)
@@ -127,9 +160,11 @@ class CGDMemformer(LinearTransformer):
     def init_memory(self, Z: Tensor) -> Tensor:
         return torch.zeros_like(Z)
 
-    def update(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor]:
+    def update(
+        self, l: int, Z: Tensor, memory: Tensor | None, X: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         assert memory is not None
-        R = self.layers[l].forward_batch_last(Z) + self.gamma[l] * memory
+        R = self.attn(l, Z, X) + self.gamma[l] * memory
         return self.alpha[l] * R, R
 
 
@@ -154,10 +189,13 @@ class LFOMMemformer(LinearTransformer):
     def init_memory(self, Z: Tensor) -> Tensor:
         return torch.zeros_like(Z)
 
-    def update(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor]:
+    def update(
+        self, l: int, Z: Tensor, memory: Tensor | None, X: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         assert memory is not None
-        R = self.layers[l].forward_batch_last(Z)
-        total = memory + self.gamma[l].unsqueeze(-1) * R  # Γ_l ⊙ R_l, Γ_l [n+1, d+1, 1]
+        R = self.attn(l, Z, X)
+        mask = self.gamma[l] if X is None else self.gamma[l][:, self.d]  # label-only: Γ's label column
+        total = memory + mask.unsqueeze(-1) * R  # Γ_l ⊙ R_l
         if self.include_current:
             return total, total
         return R + memory, total
@@ -181,7 +219,9 @@ class RecurrentMemformer(LinearTransformer):
     def init_memory(self, Z: Tensor) -> Tensor:
         return torch.zeros_like(Z)
 
-    def update(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor]:
+    def update(
+        self, l: int, Z: Tensor, memory: Tensor | None, X: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         assert memory is not None
-        R = self.beta[l] * memory + self.gamma[l] * self.layers[l].forward_batch_last(Z)
+        R = self.beta[l] * memory + self.gamma[l] * self.attn(l, Z, X)
         return self.alpha[l] * R, R
