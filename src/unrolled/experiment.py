@@ -93,6 +93,20 @@ class Unit:
     def phase(self) -> int:
         return 0 if self.variance is not None else 1
 
+    def cost(self, cfg: ExperimentConfig) -> float:
+        """A rough relative cost (steps × layers × prompts), to start long units first in a worker pool."""
+        m = self.method
+        if isinstance(m, MixtureMethod):
+            free = 3.0 if m.B == "free" else 1.0
+            per_step = (self.depth or 1) * len(m.expert_variances) * m.adapt_size * free
+            return self.steps(cfg) * per_step
+        if isinstance(m, LearnedMethod):
+            free = 3.0 if m.B == "free" else 1.0
+            return cfg.train.steps * (self.depth or 1) * (m.batch_size or cfg.train.batch_size) * free
+        if isinstance(m, DenoiserMethod):
+            return float(cfg.train.steps * m.depth)
+        return 0.0
+
     def steps(self, cfg: ExperimentConfig) -> int:
         """Optimizer steps this unit takes (for progress bars)."""
         if isinstance(self.method, MixtureMethod):
@@ -310,7 +324,10 @@ class ExperimentRunner:
         try:
             if self.workers > 1 and len(todo) > 1:
                 for phase in (0, 1):  # the mixtures' experts before the mixtures
-                    self._run_parallel([u for u in todo if u.phase == phase], bar)
+                    units_of_phase = [u for u in todo if u.phase == phase]
+                    # longest first, so no worker is left with one long unit at the end
+                    units_of_phase.sort(key=lambda u: -u.cost(self.cfg))
+                    self._run_parallel(units_of_phase, bar)
             else:
                 data: dict[int, _SeedData] = {}
                 for unit in todo:
