@@ -12,6 +12,7 @@ validation prompts (for tuning classical step sizes), and training stream.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -130,8 +131,6 @@ def expert_units(cfg: ExperimentConfig, seed: int) -> list[Unit]:
 
 def mixture_expert(m: MixtureMethod, variance: float) -> LearnedMethod:
     """The expert of ``m`` for ``variance``, named by its architecture so mixtures can share it."""
-    import dataclasses
-
     spec = f"{m.expert_kind}_A{m.A}_B{m.B}_h{m.heads}_std{m.init_std:g}_g{m.gamma_init:g}"
     return dataclasses.replace(m.expert(variance), name=f"expert_{spec}_var{variance:g}")
 
@@ -506,8 +505,9 @@ class ExperimentRunner:
         record: dict[str, Any] = {"method": m.name, "seed": unit.seed, "depth": unit.depth}
         layerwise: dict[str, dict[str, list[float]]] = {}
         adapted: dict[str, Any] = {}
+        trained = [self._load_expert(m, v, unit.seed, unit.depth) for v in m.expert_variances]
         for name, task in tasks.items():
-            experts = [self._load_expert(m, v, unit.seed, unit.depth) for v in m.expert_variances]
+            experts = copy.deepcopy(trained)  # every distribution adapts its own copy (Γ may change)
             mixture = MixtureOfExperts(experts, gate=m.gate, gate_init=m.gate_init)
             trainable = mixture.set_adaptable(m.adapt)
             stream = RegressionStream(
@@ -770,15 +770,6 @@ def _finite_or_none(t: torch.Tensor) -> list[Any]:
         v = float(t)
         return v if math.isfinite(v) else None  # type: ignore[return-value]
     return [_finite_or_none(x) for x in t]
-
-
-def scale_free(results: dict[str, Any], split: str, log_loss: float) -> float:
-    """A log loss minus the log loss of the zero predictor on the same distribution (0 = predicting 0)."""
-    if split.startswith(("shift:", "adapt:")):
-        name = split.split(":", 1)[1]
-        if name in results.get("shifts", {}):
-            return log_loss - results["shifts"][name]["zero_predictor_log_loss"]
-    return log_loss - results["zero_predictor_log_loss"]
 
 
 def _first_difference(a: str, b: str) -> str:

@@ -152,6 +152,11 @@ def write_report(run_dir: str | Path) -> Path:
             parts += ["![scale-free log loss under distribution shift](shifts.png)", ""]
         if plot_training(run_dir, run_dir / "training.png", plt):
             parts += ["![training loss](training.png)", ""]
+    return _finish_report(run_dir, results, parts)
+
+
+def _finish_report(run_dir: Path, results: dict[str, Any], parts: list[str]) -> Path:
+    """Append the compute time and write ``report.md`` atomically; returns its path."""
     timing = results.get("timing", {})
     if timing:
         parts += [f"Compute time of all units: {timing.get('compute_seconds', float('nan')):.0f} s.", ""]
@@ -178,10 +183,17 @@ def _shift_columns(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [c[:3] for c in cols]
 
 
+def scale_free(results: dict[str, Any], split: str, log_loss: float) -> float:
+    """A log loss minus the log loss of the zero predictor on the same distribution (0 = predicting 0)."""
+    if split.startswith(("shift:", "adapt:")):
+        name = split.split(":", 1)[1]
+        if name in results.get("shifts", {}):
+            return log_loss - results["shifts"][name]["zero_predictor_log_loss"]
+    return log_loss - results["zero_predictor_log_loss"]
+
+
 def shift_value(results: dict[str, Any], m: dict[str, Any], split: str, i: int) -> tuple[float, float] | None:
     """(log loss, scale-free log loss) of method entry ``m`` on ``split`` at depth index ``i``."""
-    from unrolled.experiment import scale_free
-
     if split not in m or m[split]["log_loss_mean"][i] is None:
         return None
     v = m[split]["log_loss_mean"][i]
@@ -463,12 +475,7 @@ def write_denoising_report(run_dir: Path, results: dict[str, Any]) -> Path:
         parts += ["![RMSE vs γ](rmse_vs_gamma.png)", "", "![loss vs layer](loss_vs_layer.png)", ""]
         if plot_multipliers(run_dir, run_dir / "multipliers.png", plt):
             parts += ["![multipliers over training](multipliers.png)", ""]
-    timing = results.get("timing", {})
-    if timing:
-        parts += [f"Compute time of all units: {timing.get('compute_seconds', float('nan')):.0f} s.", ""]
-    report = run_dir / "report.md"
-    atomic_write_text(report, "\n".join(parts))
-    return report
+    return _finish_report(run_dir, results, parts)
 
 
 def plot_rmse_vs_gamma(runs: Sequence[dict[str, Any]], path: Path, plt: Any) -> None:
