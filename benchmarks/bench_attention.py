@@ -1,7 +1,7 @@
 """Re-associated vs direct linear attention: the time of one training step.
 
 What is measured: one training step -- ``zero_grad``, forward, ``loss = final_layer_mse(traj, y_query)``,
-backward, Adam step -- of three models built by :func:`unrolled.models.build_model`, each in both evaluation
+backward, Adam step -- of three models built by :func:`unrolled.experiments.regression.build_model`, each in both evaluation
 orders of the attention (:mod:`unrolled.models.linear_attention`):
 
 * ``reassociated`` (the default): S M V = Z W (Zᵀ M Z) P̃, O(n d²) time and memory per prompt;
@@ -51,9 +51,9 @@ from _harness import (
     table,
     write_json,
 )
-from unrolled.config import LearnedMethod, RegressionConfig
-from unrolled.models import build_model
+from unrolled.experiments.regression import LearnedMethod, build_model
 from unrolled.tasks import RegressionTask
+from unrolled.tasks.regression import RegressionConfig
 from unrolled.train.loop import final_layer_mse
 
 FORMS = ("reassociated", "direct")

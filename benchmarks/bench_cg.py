@@ -46,9 +46,9 @@ from _harness import (
     table,
     write_json,
 )
-from unrolled.config import RegressionConfig
 from unrolled.solvers import ConjugateGradient
 from unrolled.tasks import RegressionTask
+from unrolled.tasks.regression import RegressionConfig
 
 MIN_RATIO = 100.0
 CHECK_RTOL = 1e-8

@@ -32,11 +32,12 @@ from pathlib import Path
 
 import torch
 
-from unrolled.config import DenoiserMethod, VideoDataConfig, load_config
 from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, Objective
-from unrolled.denoising import ClipStream, build_denoiser, load_split
+from unrolled.experiments import load_config
+from unrolled.experiments.denoising import ClipStream, DenoiserMethod, build_denoiser, load_split
 from unrolled.models.denoisers import clip_mse
 from unrolled.perturb import Perturbation
+from unrolled.tasks.video import VideoDataConfig
 from unrolled.train.checkpoint import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]

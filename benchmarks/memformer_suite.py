@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from unrolled.config import load_config
-from unrolled.experiment import run_experiment
+from unrolled.experiments import load_config, run_experiment
 from unrolled.train.checkpoint import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from unrolled.config import RegressionConfig
 from unrolled.tasks import RegressionBatch, RegressionTask
+from unrolled.tasks.regression import RegressionConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The prompts here are small: one intra-op thread is fastest (and on some VMs two OpenMP threads make every

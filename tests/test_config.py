@@ -3,16 +3,9 @@
 import pytest
 import yaml
 
-from unrolled.config import (
-    ClassicalMethod,
-    ConfigError,
-    ExperimentConfig,
-    LearnedMethod,
-    apply_overrides,
-    dump_config,
-    from_dict,
-    load_config,
-)
+from unrolled.config import ConfigError, apply_overrides, from_dict
+from unrolled.experiments import ExperimentConfig, dump_config, load_config
+from unrolled.experiments.regression import ClassicalMethod, LearnedMethod
 
 BASE = {
     "name": "t",

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from unrolled.config import TrainConfig
 from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, violation_share
 from unrolled.train import train
+from unrolled.train.config import TrainConfig
 from unrolled.trajectory import Trajectory
 
 

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from unrolled.config import ExperimentConfig, from_dict
-from unrolled.denoising import ClipStream, evaluate_denoiser, rmse_255
-from unrolled.experiment import run_experiment
+from unrolled.config import from_dict
+from unrolled.experiments import ExperimentConfig, run_experiment
+from unrolled.experiments.denoising import ClipStream, evaluate_denoiser, rmse_255
 from unrolled.models.denoisers import VideoDenoiser
 from unrolled.perturb import Perturbation
 from unrolled.tasks.video import ClipDataset, VideoDecodeError
@@ -147,7 +147,7 @@ def test_embedding_perturbation_runs_and_hurts_with_gamma(tmp_path):
 
 
 def test_seed_data_does_not_depend_on_what_ran_before(tmp_path):
-    from unrolled.denoising import DenoisingData
+    from unrolled.experiments.denoising import DenoisingData
 
     cfg = tiny()
     first = DenoisingData(cfg, 0)

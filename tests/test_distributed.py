@@ -10,11 +10,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from unrolled.config import LearnedMethod, RegressionConfig, TrainConfig
 from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers
-from unrolled.models import build_model
+from unrolled.experiments.regression import LearnedMethod, build_model
 from unrolled.tasks import RegressionTask
+from unrolled.tasks.regression import RegressionConfig
 from unrolled.train import train
+from unrolled.train.config import TrainConfig
 from unrolled.train.loop import RegressionStream
 
 CFG = TrainConfig(protocol="online", steps=12, batch_size=64, lr=0.01, checkpoint_every=100)

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from unrolled.cli import main
-from unrolled.config import ExperimentConfig, from_dict
-from unrolled.experiment import RunFolderError, run_experiment
-from unrolled.report import load_run, write_report
+from unrolled.config import from_dict
+from unrolled.experiments import ExperimentConfig, RunFolderError, run_experiment, write_report
+from unrolled.report import load_run
 from unrolled.train.checkpoint import atomic_write_text
 
 TINY = {
@@ -207,9 +207,9 @@ def test_cli_lists_configs(capsys):
 def test_seed_data_keeps_test_validation_and_training_prompts_apart():
     import torch
 
-    from unrolled.experiment import _SeedData
+    from unrolled.experiments.regression import SeedData
 
-    data = _SeedData(tiny(), 0, torch.float64, "cpu")
+    data = SeedData(tiny(), 0, torch.float64, "cpu")
     sets = [data.test.X, data.validation.X, data.train_batch.X]
     for i in range(3):
         for j in range(i + 1, 3):
@@ -217,17 +217,17 @@ def test_seed_data_keeps_test_validation_and_training_prompts_apart():
             # no input vector of one set appears in another
             assert torch.cdist(a, b).min() > 0
     # every seed has its own rotation and prompts; the same seed gives the same prompts
-    again = _SeedData(tiny(), 0, torch.float64, "cpu")
+    again = SeedData(tiny(), 0, torch.float64, "cpu")
     assert torch.equal(again.test.X, data.test.X)
 
 
 def test_oracle_preconditioned_gd_uses_the_inverse_covariance():
     import torch
 
-    from unrolled.config import ClassicalMethod, RegressionConfig
-    from unrolled.experiment import build_classical
+    from unrolled.experiments.regression import ClassicalMethod, build_classical
     from unrolled.solvers import LeastSquares
     from unrolled.tasks import RegressionTask
+    from unrolled.tasks.regression import RegressionConfig
 
     task = RegressionTask(RegressionConfig(), seed=2)
     batch = task.sample(50, torch.Generator().manual_seed(0), dtype=torch.float64)

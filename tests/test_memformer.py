@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.conftest import make_batch
-from unrolled.config import LearnedMethod
-from unrolled.models import CGDMemformer, LFOMMemformer, LinearTransformer, RecurrentMemformer, build_model
+from unrolled.experiments.regression import LearnedMethod, build_model
+from unrolled.models import CGDMemformer, LFOMMemformer, LinearTransformer, RecurrentMemformer
 from unrolled.solvers import LFOM, HeavyBall
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.conftest import make_batch
-from unrolled.config import MixtureComponent, RegressionConfig
 from unrolled.tasks import RegressionTask, random_rotation
+from unrolled.tasks.regression import MixtureComponent, RegressionConfig
 
 
 def test_token_layout_query_last_with_zero_label(batch64):

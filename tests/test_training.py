@@ -5,11 +5,13 @@ import math
 import pytest
 import torch
 
-from unrolled.config import LearnedMethod, RegressionConfig, ScheduleConfig, TrainConfig
 from unrolled.constrained import Objective
-from unrolled.models import LinearTransformer, build_model
+from unrolled.experiments.regression import LearnedMethod, build_model
+from unrolled.models import LinearTransformer
 from unrolled.tasks import RegressionTask
+from unrolled.tasks.regression import RegressionConfig
 from unrolled.train import NonFiniteLossError, load_checkpoint, train
+from unrolled.train.config import ScheduleConfig, TrainConfig
 from unrolled.train.loop import RegressionStream, clip_per_matrix, final_layer_mse
 
 
@@ -57,7 +59,7 @@ def _fit(tmp_path, steps, protocol="online", stop_at=None, resample_every=1):
         batch_size=64,
         checkpoint_every=7,
         resample_every=resample_every,
-        schedule=ScheduleConfig("step", 5, 0.9),
+        schedule=ScheduleConfig(kind="step", every=5, factor=0.9),
     )
 
     def on_step(step):
@@ -136,12 +138,12 @@ def test_per_matrix_clipping_bounds_each_tensor():
 
 
 def test_schedules():
-    from unrolled.config import ScheduleConfig
+    from unrolled.train.config import ScheduleConfig
     from unrolled.train.loop import make_scheduler
 
     for sched, expect in [
-        (ScheduleConfig("step", 4, 0.5), [1, 1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.25]),
-        (ScheduleConfig("cosine"), [0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(9)]),
+        (ScheduleConfig(kind="step", every=4, factor=0.5), [1, 1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.25]),
+        (ScheduleConfig(kind="cosine"), [0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(9)]),
     ]:
         p = torch.nn.Parameter(torch.zeros(1))
         opt = torch.optim.SGD([p], lr=1.0)

@@ -5,6 +5,8 @@ unrolled run --resume --out DIR            (continue a run from its saved config
 unrolled report RUN_DIR [RUN_DIR ...] [--out DIR]
 unrolled demo [--out DIR]
 unrolled configs
+unrolled config show CONFIG [--set key=value ...]   (the resolved config, every default filled in)
+unrolled config schema [--out FILE]                (the JSON Schema of configs, for editors)
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from unrolled.config import ConfigError, apply_overrides, from_dict, load_config, load_yaml
-from unrolled.config import ExperimentConfig as _Experiment
+from unrolled.config import ConfigError, apply_overrides, load_yaml
+from unrolled.experiments.config import ExperimentConfig, dump_config, load_config, parse_config
+from unrolled.train.checkpoint import CheckpointError
 
 DEMO_OUT = Path("runs/demo")
 
@@ -49,21 +52,14 @@ def resolve_config(name_or_path: str) -> Path:
     raise ConfigError(f"{name_or_path}: no such config file or config name (known names: {names})")
 
 
-def _print_summary(results: dict, out: Path) -> None:
-    from unrolled.report import markdown_table
+def _print_summary(results: dict, cfg: ExperimentConfig, out: Path) -> None:
+    from unrolled.experiments.registry import get_family
     from unrolled.train.loop import rank_and_world
 
     if rank_and_world()[0] != 0:
         return
     print()
-    if results.get("task") == "video denoising":
-        from unrolled.report import denoising_table
-
-        print(f"{results['name']} — test RMSE (0–255) vs test perturbation γ, mean ± std over seeds:")
-        print(denoising_table(results))
-    else:
-        print(f"{results['name']} — log loss at the query ({results['evaluation']}), mean ± std over seeds:")
-        print(markdown_table(results, results["headline_split"]))
+    print(get_family(cfg.kind).summary(results))
     print()
     print(f"run folder: {out}  (report: {out / 'report.md'})")
 
@@ -73,16 +69,20 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _run(cfg: _Experiment, out: Path, resume: bool, args: argparse.Namespace, hint: str) -> int:
+def _run(cfg: ExperimentConfig, out: Path, resume: bool, args: argparse.Namespace, hint: str) -> int:
     import torch
 
-    from unrolled.experiment import run_experiment
+    from unrolled.experiments.runner import run_experiment
     from unrolled.train.loop import NonFiniteLossError
 
     torch.set_num_threads(args.threads)
     try:
         results = run_experiment(
-            cfg, out, resume=resume, progress=not args.no_progress, workers=args.workers or default_workers()
+            cfg,
+            out,
+            resume=resume,
+            progress=not args.no_progress,
+            workers=args.workers if args.workers is not None else default_workers(),
         )
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -90,7 +90,7 @@ def _run(cfg: _Experiment, out: Path, resume: bool, args: argparse.Namespace, hi
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: {hint}", file=sys.stderr)
         return 130
-    _print_summary(results, out)
+    _print_summary(results, cfg, out)
     return 0
 
 
@@ -99,7 +99,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not (args.resume and args.out):
             raise ConfigError("give a CONFIG, or --resume --out RUN_DIR to continue a run")
         saved = Path(args.out) / "config.yaml"
-        cfg = from_dict(_Experiment, apply_overrides(load_yaml(saved), args.set))
+        try:
+            cfg = parse_config(apply_overrides(load_yaml(saved), args.set))
+        except ConfigError as exc:
+            raise ConfigError(f"{saved}: {exc}") from None
     else:
         cfg = load_config(resolve_config(args.config), args.set)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
@@ -116,7 +119,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from unrolled.report import overlay, write_report
+    from unrolled.experiments.reporting import overlay, write_report
 
     for d in args.run_dirs:
         print(f"wrote {write_report(d)}")
@@ -137,6 +140,36 @@ def cmd_configs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.action == "show":
+        if args.config is None:
+            raise ConfigError("config show: give a CONFIG (a YAML file or a name from configs/)")
+        print(dump_config(load_config(resolve_config(args.config), args.set)), end="")
+        return 0
+    from unrolled.experiments.config import schema_text
+
+    text = schema_text()
+    if args.out is None:
+        print(text, end="")
+        return 0
+    from unrolled.train.checkpoint import atomic_write_text
+
+    atomic_write_text(args.out, text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (``--workers 0`` is an error, not the default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unrolled", description="Transformers as optimization algorithms.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -149,16 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder (default: runs/<name>)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--workers", type=int, help="worker processes (default: one per core, at most 4)")
-    run.add_argument("--threads", type=int, default=1, help="torch threads in the main process (default 1)")
+    run.add_argument(
+        "--workers", type=positive_int, help="worker processes (default: one per core, at most 4)"
+    )
+    run.add_argument(
+        "--threads", type=positive_int, default=1, help="torch threads in the main process (default 1)"
+    )
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="the default demo: a Memformer against CG and the linear transformer")
     demo.add_argument("--out", help=f"run folder (default: {DEMO_OUT})")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     demo.add_argument("--no-progress", action="store_true")
-    demo.add_argument("--workers", type=int, help="worker processes (default: one per core, at most 4)")
-    demo.add_argument("--threads", type=int, default=1, help="torch threads in the main process (default 1)")
+    demo.add_argument(
+        "--workers", type=positive_int, help="worker processes (default: one per core, at most 4)"
+    )
+    demo.add_argument(
+        "--threads", type=positive_int, default=1, help="torch threads in the main process (default 1)"
+    )
     demo.set_defaults(func=cmd_demo)
 
     rep = sub.add_parser("report", help="rebuild reports of run folders; overlay several")
@@ -168,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     cfgs = sub.add_parser("configs", help="list the configs under configs/")
     cfgs.set_defaults(func=cmd_configs)
+
+    conf = sub.add_parser("config", help="show a resolved config, or write the JSON Schema of configs")
+    conf.add_argument("action", choices=["show", "schema"])
+    conf.add_argument("config", nargs="?", help="show: a YAML file or a name from configs/")
+    conf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="show: override a key")
+    conf.add_argument("--out", help="schema: write to this file (default: print)")
+    conf.set_defaults(func=cmd_config)
     return parser
 
 
@@ -185,12 +233,12 @@ def init_distributed() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from unrolled.experiment import RunFolderError
+    from unrolled.experiments.workers import RunFolderError
 
     distributed = init_distributed()
     try:
         return int(args.func(args))
-    except (ConfigError, RunFolderError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, RunFolderError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -18,10 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
+
+from unrolled.config import ConfigModel, Float
 
 NoiseKind = Literal["gaussian", "uniform"]
 When = Literal["train", "test", "both"]
@@ -125,3 +128,20 @@ def robustness_sweep(evaluate: Callable[[float], float], gammas: Sequence[float]
 
 #: The test perturbation grid of the paper's video-denoising figure.
 VIDEO_GAMMAS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 1.5)
+
+
+class PerturbationConfig(ConfigModel):
+    """Input noise of an experiment: x̃ = x + ε, ε ~ N(μ, (γ σ)²) (or NEFTune-scaled uniform noise).
+
+    σ is the training data's standard deviation, measured once. Training uses ``train_gamma``; the
+    robustness sweep evaluates at every ``test_gammas`` level (the paper's video grid by default). ``target:
+    embedding`` perturbs the embedding Φ_0 instead of the input (σ: the embedding batch's own std; at train
+    time through a forward hook whose random stream is not checkpointed, so only ``input`` runs resume bit
+    for bit).
+    """
+
+    kind: NoiseKind = "gaussian"
+    train_gamma: Annotated[Float, Field(ge=0)] = 0.25
+    mean: Float = 0.0
+    target: Literal["input", "embedding"] = "input"
+    test_gammas: Annotated[tuple[Annotated[Float, Field(ge=0)], ...], Field(min_length=1)] = VIDEO_GAMMAS

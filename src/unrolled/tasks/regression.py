@@ -8,15 +8,75 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 
+from unrolled.config import ConfigModel, Float, Int
 from unrolled.seeding import derive_seed
+from unrolled.validation import check
 
-if TYPE_CHECKING:  # config.py imports the tasks package; the type is only needed for annotations
-    from unrolled.config import RegressionConfig
+Covariance = Literal["isotropic", "rotated", "rotated_text", "mixture"]
+Positive = Annotated[Float, Field(gt=0)]
+
+
+class MixtureComponent(ConfigModel):
+    """One Gaussian component of a mixture distribution for the inputs x."""
+
+    mean: Float
+    variance: Positive
+    weight: Positive
+
+
+class RegressionConfig(ConfigModel):
+    """In-context linear regression (Dutta & Sra, arXiv 2410.07263; see docs/MODELS.md).
+
+    ``covariance`` picks how x and w* are drawn:
+      * ``isotropic``: x ~ N(0, I), w* ~ N(0, I).
+      * ``rotated`` (the published figures): x = U D g, w* = U D⁻¹ g', D = diag(scales).
+      * ``rotated_text`` (the paper's text): Σ = Uᵀ diag(scales) U, x ~ N(0, Σ), w* ~ N(0, Σ⁻¹).
+      * ``mixture``: every coordinate of a token's x from the same mixture component; w* ~ N(0, I).
+    ``variance`` (σ²) scales the variance of both x and w*; ``label_noise`` is the std of label noise.
+    """
+
+    kind: Literal["regression"] = "regression"
+    d: Annotated[Int, Field(ge=1)] = 5
+    n: Annotated[Int, Field(ge=1)] = 20
+    covariance: Covariance = "rotated"
+    scales: tuple[Positive, ...] | None = None
+    variance: Positive = 1.0
+    label_noise: Annotated[Float, Field(ge=0)] = 0.0
+    mixture: Annotated[tuple[MixtureComponent, ...], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RegressionConfig:
+        if self.scales is not None:
+            check(len(self.scales) == self.d, "scales", f"needs d = {self.d} entries, got {len(self.scales)}")
+        elif self.covariance in ("rotated", "rotated_text"):
+            check(
+                self.d == 5,
+                "scales",
+                f"required for covariance {self.covariance!r} when d != 5 (the default "
+                "diag(1, 1, 1/2, 1/4, 1) is the paper's, for d = 5)",
+            )
+        if self.covariance == "mixture":
+            check(bool(self.mixture), "mixture", "required for covariance 'mixture'")
+        else:
+            check(
+                self.mixture is None,
+                "mixture",
+                f"only used with covariance 'mixture', not {self.covariance!r}",
+            )
+        return self
+
+    @property
+    def resolved_scales(self) -> tuple[float, ...]:
+        """The diagonal D of the rotated families (the published figures' default for d = 5)."""
+        if self.scales is not None:
+            return self.scales
+        return (1.0, 1.0, 0.5, 0.25, 1.0)
 
 
 @dataclass(frozen=True)
@@ -90,7 +150,7 @@ class RegressionTask:
     """Samples in-context regression prompts for one seed (the seed fixes the rotation U).
 
     Args:
-        config: the task's :class:`~unrolled.config.RegressionConfig`.
+        config: the task's :class:`RegressionConfig`.
         seed: fixes U for the rotated families (each seed its own U, as in the published figures).
     """
 

@@ -38,6 +38,10 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be read (truncated by a kill, written by something else)."""
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """``torch.save`` ``state`` atomically."""
     buf = io.BytesIO()
@@ -46,14 +50,22 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`; a missing or corrupt file names the path."""
+    """Load a checkpoint written by :func:`save_checkpoint`; a missing or corrupt file names the path.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        CheckpointError: the file cannot be read; the message says how to start that training afresh.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises several types for a damaged file
-        raise RuntimeError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(
+            f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}); delete it to train "
+            "that unit again from the start"
+        ) from exc
 
 
 def read_json(path: str | Path) -> Any:

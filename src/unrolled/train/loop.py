@@ -27,10 +27,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from unrolled.config import TrainConfig
 from unrolled.constrained.objective import Objective
 from unrolled.tasks.regression import RegressionBatch, RegressionTask
 from unrolled.train.checkpoint import load_checkpoint, save_checkpoint
+from unrolled.train.config import TrainConfig
 from unrolled.trajectory import Trajectory, squared_error
 
 

@@ -1,0 +1,84 @@
+"""In-context linear regression (Dutta & Sra): Memformers, linear transformers, mixtures of experts and
+learnable LFOMs against batched classical first-order methods, layer by layer (``task.kind: regression``).
+
+Modules: ``config`` (methods, evaluation, shifts), ``build`` (config entries to solvers), ``data`` (one
+seed's prompts), ``units`` (what each unit does), ``aggregate`` (``results.json``), ``report``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unrolled.experiments.family import ExperimentFamily, Unit, UnitContext
+from unrolled.experiments.registry import register_family
+from unrolled.experiments.regression import report as _report
+from unrolled.experiments.regression.aggregate import aggregate
+from unrolled.experiments.regression.build import build_classical, build_model, mixture_expert
+from unrolled.experiments.regression.config import (
+    ClassicalMethod,
+    EvalConfig,
+    LearnedMethod,
+    MixtureMethod,
+    RegressionExperiment,
+    ShiftConfig,
+)
+from unrolled.experiments.regression.data import SeedData
+from unrolled.experiments.regression.units import plan, run_classical, run_learned, run_mixture
+
+__all__ = [
+    "ClassicalMethod",
+    "EvalConfig",
+    "LearnedMethod",
+    "MixtureMethod",
+    "RegressionExperiment",
+    "RegressionFamily",
+    "SeedData",
+    "ShiftConfig",
+    "aggregate",
+    "build_classical",
+    "build_model",
+    "mixture_expert",
+]
+
+
+class RegressionFamily(ExperimentFamily):
+    """Units: a learned method × depth × seed, a mixture × depth × seed, a classical method × seed."""
+
+    kind = "regression"
+    config_class = RegressionExperiment
+    title = "regression"
+
+    def plan(self, cfg: RegressionExperiment) -> list[Unit]:
+        return plan(cfg)
+
+    def seed_data(self, cfg: RegressionExperiment, seed: int, dtype: torch.dtype, device: str) -> SeedData:
+        return SeedData(cfg, seed, dtype, device)
+
+    def run_unit(self, unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
+        method = unit.spec.method
+        if isinstance(method, MixtureMethod):
+            return run_mixture(unit, data, ctx)
+        if isinstance(method, ClassicalMethod):
+            return run_classical(unit, data, ctx)
+        return run_learned(unit, data, ctx)
+
+    def aggregate(
+        self, cfg: RegressionExperiment, units: Sequence[Unit], records: Sequence[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return aggregate(cfg, records)
+
+    def report(self, results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]:
+        return _report.report(results, run_dir, plt)
+
+    def summary(self, results: dict[str, Any]) -> str:
+        return _report.summary(results)
+
+    def overlay(self, runs: Sequence[dict[str, Any]], path: Path, plt: Any | None) -> list[str]:
+        return _report.overlay(runs, path, plt)
+
+
+register_family(RegressionFamily())
