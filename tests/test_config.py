@@ -129,11 +129,85 @@ def test_config_files_name_the_file(tmp_path):
         load_config(listy)
 
 
-def test_shipped_configs_are_valid():
-    from pathlib import Path
+# -- the config machinery itself, on a small model of its own ---------------------------------------------
 
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
-    assert configs, "no configs shipped"
-    for path in configs:
-        cfg = load_config(path)
-        assert cfg.name == path.stem, f"{path}: name {cfg.name!r} should match the file name"
+
+def _toy_models():
+    from typing import Annotated, ClassVar, Literal, Union
+
+    from pydantic import Field, model_validator
+
+    from unrolled.config import ConfigModel, Float, Int, check
+
+    class Leaf(ConfigModel):
+        kind: Literal["leaf"]
+        rate: Annotated[Float, Field(gt=0, le=1)] = 0.5
+        sizes: Annotated[tuple[Annotated[Int, Field(ge=1)], ...], Field(min_length=1)] = (1,)
+
+        @model_validator(mode="after")
+        def _rule(self):
+            check(len(self.sizes) < 4 or self.rate < 1, "rate", "must be < 1 with four or more sizes")
+            return self
+
+    class Branch(ConfigModel):
+        kind: Literal["branch", "twig"]
+        count: Int = 1
+
+    class Tree(ConfigModel):
+        parts: tuple[Annotated[Union[Leaf, Branch], Field(discriminator="kind")], ...] = ()  # noqa: UP007
+        name: str = "t"
+        MESSAGES: ClassVar[dict[tuple[str, str], str]] = {("name", "string_type"): "give the tree a name"}
+
+    return Tree
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"parts": [{"kind": "leaf", "rate": 0}]}, r"^parts\[0\]\.rate: must be in \(0, 1\], got 0$"),
+        ({"parts": [{"kind": "leaf", "rate": 2.5}]}, r"^parts\[0\]\.rate: must be in \(0, 1\], got 2\.5$"),
+        ({"parts": [{"kind": "leaf", "sizes": [1, 0]}]}, r"^parts\[0\]\.sizes\[1\]: must be >= 1, got 0$"),
+        ({"parts": [{"kind": "leaf", "sizes": []}]}, r"^parts\[0\]\.sizes: must not be empty$"),
+        (
+            {"parts": [{"kind": "leaf", "sizes": [1, 2, 3, 4], "rate": 1}]},
+            r"^parts\[0\]\.rate: must be < 1 with",
+        ),
+        ({"parts": [{}, {"kind": "twg"}]}, r"^parts\[0\]\.kind: missing; one of leaf, branch, twig\n"),
+        ({"parts": [{"kind": "twg"}]}, r"^parts\[0\]\.kind: unknown kind 'twg' \(did you mean 'twig'\?\)"),
+        (
+            {"parts": [{"kind": "branch", "cuont": 2}]},
+            r"^parts\[0\]\.cuont: unknown key \(did you mean 'count'\?\)",
+        ),
+        (
+            {"parts": [{"kind": "branch", "count": True}]},
+            r"^parts\[0\]\.count: expected an integer, got True",
+        ),
+        ({"parts": [{"kind": "leaf", "rate": "fast"}]}, r"^parts\[0\]\.rate: expected a number, got 'fast'"),
+        ({"name": 3}, r"^name: give the tree a name$"),
+        ({"parts": 3}, r"^parts: expected a list, got 3 \(int\)$"),
+    ],
+)
+def test_pydantic_errors_become_key_path_messages(data, message):
+    Tree = _toy_models()
+    with pytest.raises(ConfigError, match=message):
+        from_dict(Tree, data)
+
+
+def test_several_problems_are_listed_once_each_and_numeric_strings_are_numbers():
+    import pickle
+
+    Tree = _toy_models()
+    with pytest.raises(ConfigError) as info:
+        from_dict(Tree, {"parts": [{"kind": "leaf", "rate": -1, "sizes": [0]}], "name": 1}, "tree")
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("tree.parts[0].rate: must be in (0, 1]")
+    assert lines[1:] == [
+        "  also: tree.parts[0].sizes[0]: must be >= 1, got 0",
+        "  also: tree.name: give the tree a name",
+    ]
+    again = pickle.loads(pickle.dumps(info.value))  # errors travel from worker processes intact
+    assert str(again) == str(info.value) and again.key == "tree.parts[0].rate"
+    tree = from_dict(Tree, {"parts": [{"kind": "leaf", "rate": "1e-3"}]})  # YAML 1.1 reads 1e-3 as a string
+    assert tree.parts[0].rate == 0.001
+    with pytest.raises(ConfigError, match=r"^rate: must be in \(0, 1\], got 7\.0$"):
+        tree.parts[0].replace(rate=7.0)  # replace() validates like loading does

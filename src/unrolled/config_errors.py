@@ -112,10 +112,10 @@ def key_path(items: list[str | int], prefix: str = "") -> str:
     """``["methods", 2, "alpha"]`` -> ``methods[2].alpha`` (after ``prefix``, if given)."""
     out = prefix
     for item in items:
-        if isinstance(item, int):
+        if isinstance(item, str) and item.isidentifier():
+            out += f".{item}" if out else item
+        else:  # list indices and mapping keys that are numbers (a depth, a noise level γ)
             out += f"[{item}]"
-        else:
-            out += f".{item}" if out else str(item)
     return out
 
 
@@ -197,6 +197,8 @@ def message(err: Any, root: type[BaseModel], prefix: str = "") -> str:
         return f"{path}: unknown key{more}; allowed keys: {', '.join(sorted(allowed))}"
     if kind == "literal_error":
         choices = _choices(place.annotation)
+        if place.name == "kind" and choices:
+            return f"{path}: {_unknown_kind(value, [str(c) for c in choices])}"
         allowed = ", ".join(map(repr, choices)) if choices else str(ctx.get("expected"))
         return f"{path}: must be one of {allowed}; got {value!r}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -251,7 +253,16 @@ def _length(meta: list[Any], kind: type) -> Any:
 
 def translate(exc: ValidationError, root: type[BaseModel], prefix: str = "") -> ConfigError:
     """A :class:`ConfigError` for every problem pydantic found, one line each, in the config's own terms."""
-    lines = list(dict.fromkeys(message(err, root, prefix) for err in exc.errors()))
+    errors = exc.errors()
+    inner = [tuple(e["loc"]) for e in errors]
+    # a list with a bad entry also fails its length check (pydantic counts only the good ones): say one thing
+    errors = [
+        e
+        for e in errors
+        if e["type"] not in ("too_short", "too_long")
+        or not any(len(loc) > len(e["loc"]) and loc[: len(e["loc"])] == tuple(e["loc"]) for loc in inner)
+    ]
+    lines = list(dict.fromkeys(message(err, root, prefix) for err in errors))
     first = lines[0]
     key, _, reason = first.partition(": ")
     text = first + "".join(f"\n  also: {line}" for line in lines[1:])

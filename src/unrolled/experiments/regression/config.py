@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, WithJsonSchema, model_validator
 
 from unrolled.config import Bool, ConfigModel, Float, Int, Str, from_dict, to_dict
 from unrolled.constrained.config import ConstraintConfig
@@ -235,6 +235,23 @@ class EvalConfig(ConfigModel):
         return self
 
 
+_PUBLISHED_SCHEMA = {
+    "anyOf": [
+        {
+            "type": "object",
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "object", "additionalProperties": {"type": "number"}},
+                    {"type": "array", "items": {"type": "number"}},
+                ]
+            },
+        },
+        {"type": "null"},
+    ],
+    "description": "The paper's numbers per method: {depth: value}, or a list with one value per depth.",
+}
+
+
 class RegressionExperiment(ExperimentConfig):
     """In-context regression: learned solvers trained at each of ``depths``, classical ones run as deep.
 
@@ -247,7 +264,7 @@ class RegressionExperiment(ExperimentConfig):
     depths: Annotated[tuple[Annotated[Int, Field(ge=1)], ...], Field(min_length=1)] = (1, 2, 3, 4)
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
-    published: dict[Str, dict[int, Float]] | None = None
+    published: Annotated[dict[Str, dict[int, Float]] | None, WithJsonSchema(_PUBLISHED_SCHEMA)] = None
 
     MESSAGES: ClassVar[dict[tuple[str, str], str]] = {
         **ExperimentConfig.MESSAGES,

@@ -1,4 +1,4 @@
-"""Experiments end to end: run folders, resume after interruption, NaN runs, reports, CLI errors."""
+"""The runner end to end: run folders, resume after interruption, workers, NaN runs, reports, CLI errors."""
 
 import json
 import os
@@ -7,45 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.experiments.tiny import TINY, tiny
 from unrolled.cli import main
-from unrolled.config import from_dict
-from unrolled.experiments import ExperimentConfig, RunFolderError, run_experiment, write_report
+from unrolled.experiments import RunFolderError, run_experiment, write_report
 from unrolled.report import load_run
 from unrolled.train.checkpoint import atomic_write_text
-
-TINY = {
-    "name": "tiny",
-    "description": "a tiny run for tests",
-    "seeds": [0, 1],
-    "depths": [1, 2],
-    "task": {"d": 3, "n": 8, "covariance": "isotropic"},
-    "train": {
-        "protocol": "fixed_batch",
-        "steps": 40,
-        "batch_size": 64,
-        "checkpoint_every": 10,
-        "log_every": 5,
-    },
-    "eval": {"batch_size": 200, "validation_size": 100},
-    "methods": [
-        {"name": "lfom", "kind": "memformer_lfom", "A": "full"},
-        {"name": "lt", "kind": "linear_transformer", "A": "scalar"},
-        {"name": "cg", "kind": "cg"},
-        {"name": "nag", "kind": "nesterov", "tune": True, "momentum_grid": [0.0, 0.5]},
-    ],
-    "published": {"lt": [0.5, 0.2]},
-}
-
-
-def tiny(**overrides) -> ExperimentConfig:
-    data = json.loads(json.dumps(TINY))
-    for key, value in overrides.items():
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    return from_dict(ExperimentConfig, data)
 
 
 def test_run_folder_has_everything_and_numbers_make_sense(tmp_path):
@@ -79,13 +45,6 @@ def test_run_folder_has_everything_and_numbers_make_sense(tmp_path):
     )
     cfg_saved = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg_saved["task"]["d"] == 3
-
-
-def test_in_sample_results_are_labelled(tmp_path):
-    results = run_experiment(tiny(**{"eval.in_sample": True, "seeds": [0]}), tmp_path / "r", progress=False)
-    assert results["headline_split"] == "train"
-    assert "in-sample" in results["evaluation"]
-    assert "in-sample" in (tmp_path / "r" / "report.md").read_text().split("##")[1]
 
 
 def test_interrupted_run_resumes_to_identical_results(tmp_path):
@@ -204,77 +163,44 @@ def test_cli_lists_configs(capsys):
     assert "demo" in capsys.readouterr().out
 
 
-def test_seed_data_keeps_test_validation_and_training_prompts_apart():
-    import torch
-
-    from unrolled.experiments.regression import SeedData
-
-    data = SeedData(tiny(), 0, torch.float64, "cpu")
-    sets = [data.test.X, data.validation.X, data.train_batch.X]
-    for i in range(3):
-        for j in range(i + 1, 3):
-            a, b = sets[i].reshape(-1, 3), sets[j].reshape(-1, 3)
-            # no input vector of one set appears in another
-            assert torch.cdist(a, b).min() > 0
-    # every seed has its own rotation and prompts; the same seed gives the same prompts
-    again = SeedData(tiny(), 0, torch.float64, "cpu")
-    assert torch.equal(again.test.X, data.test.X)
+def test_cli_refuses_zero_workers(tmp_path, capsys):
+    cfg = _write(tmp_path, {**json.loads(json.dumps(TINY)), "seeds": [0]})
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(SystemExit) as info:
+            main(["run", str(cfg), "--out", str(tmp_path / "w"), "--workers", bad])
+        assert info.value.code == 2
+        assert "--workers" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
 
 
-def test_oracle_preconditioned_gd_uses_the_inverse_covariance():
-    import torch
+def test_a_truncated_checkpoint_on_resume_is_a_clear_error_and_loses_nothing(tmp_path, capsys):
+    data = json.loads(json.dumps(TINY))
+    data["seeds"] = [0]
+    cfg = _write(tmp_path, data)
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress", "--workers", "1"]) == 0
+    capsys.readouterr()
+    (out / "units" / "lt" / "seed0_L2.json").unlink()  # as if killed while writing the unit's checkpoint
+    ckpt = out / "checkpoints" / "lt" / "seed0_L2.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    code = main(["run", "--resume", "--out", str(out), "--no-progress", "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err and f"checkpoint {ckpt} could not be read" in err and "delete it" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing written or lost
+    ckpt.unlink()  # what the message says to do: the unit trains again from the start
+    assert main(["run", "--resume", "--out", str(out), "--no-progress", "--workers", "1"]) == 0
 
-    from unrolled.experiments.regression import ClassicalMethod, build_classical
-    from unrolled.solvers import LeastSquares
-    from unrolled.tasks import RegressionTask
-    from unrolled.tasks.regression import RegressionConfig
 
-    task = RegressionTask(RegressionConfig(), seed=2)
-    batch = task.sample(50, torch.Generator().manual_seed(0), dtype=torch.float64)
-    method = ClassicalMethod(name="pgd", kind="gd", lr=0.02, preconditioner="inverse_covariance")
-    traj = build_classical(method, task, 0.02, None)(batch, 2)
-    P = torch.linalg.inv(task.input_second_moment())
-    problem = LeastSquares.from_batch(batch, "sum")
-    w = torch.zeros(50, 5, dtype=torch.float64)
-    for k in range(2):
-        w = w - 0.02 * problem.grad(w) @ P.T
-        torch.testing.assert_close(traj.states[k + 1], w)
-
-
-@pytest.mark.parametrize("source", ["train", "heldout"])
-def test_constrained_memformer_run_resumes_with_its_multipliers(tmp_path, source):
-    cfg = tiny(
-        seeds=[0],
-        depths=[3],
-        methods=[
-            {
-                "name": "cmem",
-                "kind": "memformer_cgd",
-                "constraints": {
-                    "alpha": 0.3,
-                    "dual_lr": 0.5,
-                    "dual_every": 2,
-                    "dual_source": source,
-                    "heldout_size": 64,
-                },
-            }
-        ],
-        published=None,
-        **{"train.protocol": "online"},
-    )
-    ref = run_experiment(cfg, tmp_path / "ref", progress=False)
-
-    def interrupt(unit, step):
-        if step == 27:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, tmp_path / "cut", progress=False, on_step=interrupt)
-    resumed = run_experiment(cfg, tmp_path / "cut", resume=True, progress=False)
-    assert resumed["methods"] == ref["methods"]
-    unit = json.loads((tmp_path / "ref" / "units" / "cmem" / "seed0_L3.json").read_text())
-    again = json.loads((tmp_path / "cut" / "units" / "cmem" / "seed0_L3.json").read_text())
-    assert unit["multipliers"] == again["multipliers"]
-    assert max(unit["multipliers"]) > 0  # α = 0.3 is demanding: some constraint was violated
-    logged = [json.loads(line) for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
-    assert all(len(rec["multipliers"]) == 3 and len(rec["layer_losses"]) == 4 for rec in logged)
+def test_one_seed_shows_no_spread(tmp_path, capsys):
+    data = json.loads(json.dumps(TINY))
+    data["seeds"] = [0]
+    data["train"]["steps"] = 5
+    cfg = _write(tmp_path, data)
+    assert main(["run", str(cfg), "--out", str(tmp_path / "one"), "--no-progress", "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    tables = [ln for ln in printed.splitlines() if ln.startswith("| ")]
+    assert tables and not any("±" in ln for ln in tables)
+    report = (tmp_path / "one" / "report.md").read_text()
+    assert "± 0.0" not in report and "one seed" in printed
