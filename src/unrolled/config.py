@@ -66,6 +66,9 @@ class ConfigModel(BaseModel):
 
     ``MESSAGES`` maps ``(field, pydantic error type)`` to a message of the section's own, for the few
     errors where the generic one would say less (e.g. an empty ``depths`` list).
+
+    Built in Python (``TrainConfig(steps=10)``), a section raises pydantic's ``ValidationError`` as any
+    pydantic model does; data from files goes through :func:`from_dict`, which speaks in key paths.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)

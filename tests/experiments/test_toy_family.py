@@ -72,9 +72,7 @@ class ToyFamily(ExperimentFamily):
             ctx.on_step(step)
         return {"method": method.name, "seed": unit.seed, "losses": losses}
 
-    def aggregate(
-        self, cfg: ToyExperiment, units: Sequence[Unit], records: Sequence[dict[str, Any]]
-    ) -> dict[str, Any]:
+    def aggregate(self, cfg: ToyExperiment, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": cfg.name,
             "description": cfg.description,

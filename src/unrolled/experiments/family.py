@@ -122,7 +122,7 @@ class ExperimentFamily(ABC):
         """Run one unit; return its record (plain JSON data; ``seconds`` its compute time)."""
 
     @abstractmethod
-    def aggregate(self, cfg: Any, units: Sequence[Unit], records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    def aggregate(self, cfg: Any, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """``results.json`` (before the runner adds timing) from every unit's record, in plan order."""
 
     @abstractmethod

@@ -163,7 +163,7 @@ class Runner:
         finally:
             bar.close()
         records = [read_json(self.unit_path(u)) for u in units]
-        results = self.family.aggregate(self.cfg, units, records)
+        results = self.family.aggregate(self.cfg, records)
         results["timing"] = {
             "this_invocation_seconds": time.perf_counter() - t0,
             "compute_seconds": sum(r["seconds"] for r in records),

@@ -12,10 +12,6 @@ evaluate), ``aggregate`` (``results.json``), ``report``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
-
 import torch
 
 from unrolled.experiments.denoising import report as _report
@@ -23,7 +19,7 @@ from unrolled.experiments.denoising.aggregate import aggregate
 from unrolled.experiments.denoising.config import DenoiserMethod, DenoisingExperiment
 from unrolled.experiments.denoising.data import ClipStream, DenoisingData, load_split, stack_clips
 from unrolled.experiments.denoising.unit import build_denoiser, evaluate_denoiser, rmse_255, run_unit
-from unrolled.experiments.family import ExperimentFamily, Unit, UnitContext
+from unrolled.experiments.family import ExperimentFamily, Unit
 from unrolled.experiments.registry import register_family
 
 __all__ = [
@@ -60,22 +56,11 @@ class DenoisingFamily(ExperimentFamily):
     ) -> DenoisingData:
         return DenoisingData(cfg, seed)
 
-    def run_unit(self, unit: Unit, data: DenoisingData, ctx: UnitContext) -> dict[str, Any]:
-        return run_unit(unit, data, ctx)
-
-    def aggregate(
-        self, cfg: DenoisingExperiment, units: Sequence[Unit], records: Sequence[dict[str, Any]]
-    ) -> dict[str, Any]:
-        return aggregate(cfg, records)
-
-    def report(self, results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]:
-        return _report.report(results, run_dir, plt)
-
-    def summary(self, results: dict[str, Any]) -> str:
-        return _report.summary(results)
-
-    def overlay(self, runs: Sequence[dict[str, Any]], path: Path, plt: Any | None) -> list[str]:
-        return _report.overlay(runs, path, plt)
+    run_unit = staticmethod(run_unit)
+    aggregate = staticmethod(aggregate)
+    report = staticmethod(_report.report)
+    summary = staticmethod(_report.summary)
+    overlay = staticmethod(_report.overlay)
 
 
 register_family(DenoisingFamily())

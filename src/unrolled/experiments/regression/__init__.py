@@ -7,8 +7,6 @@ seed's prompts), ``units`` (what each unit does), ``aggregate`` (``results.json`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,8 +50,11 @@ class RegressionFamily(ExperimentFamily):
     config_class = RegressionExperiment
     title = "regression"
 
-    def plan(self, cfg: RegressionExperiment) -> list[Unit]:
-        return plan(cfg)
+    plan = staticmethod(plan)
+    aggregate = staticmethod(aggregate)
+    report = staticmethod(_report.report)
+    summary = staticmethod(_report.summary)
+    overlay = staticmethod(_report.overlay)
 
     def seed_data(self, cfg: RegressionExperiment, seed: int, dtype: torch.dtype, device: str) -> SeedData:
         return SeedData(cfg, seed, dtype, device)
@@ -65,20 +66,6 @@ class RegressionFamily(ExperimentFamily):
         if isinstance(method, ClassicalMethod):
             return run_classical(unit, data, ctx)
         return run_learned(unit, data, ctx)
-
-    def aggregate(
-        self, cfg: RegressionExperiment, units: Sequence[Unit], records: Sequence[dict[str, Any]]
-    ) -> dict[str, Any]:
-        return aggregate(cfg, records)
-
-    def report(self, results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]:
-        return _report.report(results, run_dir, plt)
-
-    def summary(self, results: dict[str, Any]) -> str:
-        return _report.summary(results)
-
-    def overlay(self, runs: Sequence[dict[str, Any]], path: Path, plt: Any | None) -> list[str]:
-        return _report.overlay(runs, path, plt)
 
 
 register_family(RegressionFamily())
