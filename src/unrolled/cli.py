@@ -170,6 +170,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """The options `run` and `demo` share."""
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--workers", type=positive_int, help="worker processes (default: one per core, at most 4)"
+    )
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, help="torch threads in the main process (default 1)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unrolled", description="Transformers as optimization algorithms.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -178,28 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "config", nargs="?", help="a YAML file, or a name from configs/ (see `unrolled configs`)"
     )
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     run.add_argument("--out", help="run folder (default: runs/<name>)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument(
-        "--workers", type=positive_int, help="worker processes (default: one per core, at most 4)"
-    )
-    run.add_argument(
-        "--threads", type=positive_int, default=1, help="torch threads in the main process (default 1)"
-    )
+    _run_options(run)
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="the default demo: a Memformer against CG and the linear transformer")
     demo.add_argument("--out", help=f"run folder (default: {DEMO_OUT})")
-    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    demo.add_argument("--no-progress", action="store_true")
-    demo.add_argument(
-        "--workers", type=positive_int, help="worker processes (default: one per core, at most 4)"
-    )
-    demo.add_argument(
-        "--threads", type=positive_int, default=1, help="torch threads in the main process (default 1)"
-    )
+    _run_options(demo)
     demo.set_defaults(func=cmd_demo)
 
     rep = sub.add_parser("report", help="rebuild reports of run folders; overlay several")

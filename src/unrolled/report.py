@@ -67,6 +67,11 @@ def mean_std(mean: float | None, std: float | None, seeds: int, digits: int = 2)
     return f"{fmt(mean, digits)} ± {fmt(std, digits)}"
 
 
+def spread(results: dict[str, Any]) -> str:
+    """How a table's cells are summarised over the run's seeds."""
+    return "mean ± std over seeds" if len(results["seeds"]) > 1 else "one seed"
+
+
 def table(columns: Sequence[str], rows: Sequence[tuple[str, Sequence[str]]]) -> str:
     """A Markdown table: a ``method`` column, then ``columns``; ``rows`` are (label, cells)."""
     lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
@@ -114,7 +119,7 @@ def write_markdown(run_dir: Path, results: dict[str, Any], parts: list[str]) -> 
     return report
 
 
-def plot_loss_vs_layer(runs: Sequence[dict[str, Any]], path: Path, plt: Any | None = None) -> None:
+def plot_loss_vs_layer(runs: Sequence[dict[str, Any]], path: Path, plt: Any | None = None) -> bool:
     """Log loss vs depth, mean ± std band per method (and run), paper numbers as dashed markers.
 
     Each run is a ``results.json`` with ``depths``, ``headline_split``, ``zero_predictor_log_loss`` and, per
@@ -157,6 +162,7 @@ def plot_loss_vs_layer(runs: Sequence[dict[str, Any]], path: Path, plt: Any | No
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     save(fig, path, plt)
+    return True
 
 
 def _metric_lines(run_dir: Path) -> list[dict[str, Any]]:

@@ -135,8 +135,15 @@ class ExperimentFamily(ABC):
         """What ``unrolled run`` prints at the end: a title line and the headline table."""
 
     def overlay(self, runs: Sequence[dict[str, Any]], path: Path, plt: Any | None) -> list[str]:
-        """Markdown lines comparing several runs of this family; the plot to ``path`` when ``plt`` is given."""
+        """Markdown lines comparing several runs of this family: each run's summary, then the overlay plot
+        (to ``path``, when ``plt`` is given and :meth:`overlay_plot` draws one)."""
         lines: list[str] = []
         for run in runs:
             lines += [f"## {run['name']} ({run['run_dir']})", "", self.summary(run), ""]
+        if plt is not None and self.overlay_plot(runs, path, plt):
+            lines += [f"![overlay]({path.name})"]
         return lines
+
+    def overlay_plot(self, runs: Sequence[dict[str, Any]], path: Path, plt: Any) -> bool:
+        """Draw several runs in one figure at ``path``; False if the family has no such plot."""
+        return False

@@ -46,7 +46,8 @@ def overlay(run_dirs: Sequence[str | Path], out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plt = pyplot()
     parts = ["# Overlay", "", *families[0].overlay(runs, out / "overlay.png", plt)]
-    parts += [f"_{PLOT_HINT}_"] if plt is None else ["![overlay](overlay.png)"]
+    if plt is None:
+        parts += [f"_{PLOT_HINT}_"]
     md = out / "overlay.md"
     atomic_write_text(md, "\n".join(parts) + "\n")
     return md

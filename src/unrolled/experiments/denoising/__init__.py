@@ -60,7 +60,7 @@ class DenoisingFamily(ExperimentFamily):
     aggregate = staticmethod(aggregate)
     report = staticmethod(_report.report)
     summary = staticmethod(_report.summary)
-    overlay = staticmethod(_report.overlay)
+    overlay_plot = staticmethod(_report.plot_rmse_vs_gamma)
 
 
 register_family(DenoisingFamily())

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from unrolled.report import heading, mean_std, paper_row, plot_multipliers, save, table
+from unrolled.report import heading, mean_std, paper_row, plot_multipliers, save, spread, table
 
 
 def denoising_table(results: dict[str, Any], gammas: Sequence[float] | None = None) -> str:
@@ -40,7 +40,6 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
     """report.md's sections; rmse_vs_gamma.png, loss_vs_layer.png, multipliers.png when ``plt`` is given."""
     cfg = results.get("config", {})
     task, train = cfg.get("task", {}), cfg.get("train", {})
-    spread = "mean ± std over seeds" if len(results["seeds"]) > 1 else "one seed"
     parts = heading(results)
     parts += [
         f"- data: train videos {', '.join(task.get('train_sources', []))}; held-out test videos "
@@ -52,7 +51,7 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
         f"- unreadable video files skipped (task.skip_bad): {len(results.get('skipped_files', []))}"
         + "".join(f"\n  - {path}: {reason}" for path, reason in results.get("skipped_files", [])),
         "",
-        f"## Test RMSE (0–255) vs test perturbation γ ({spread}; held-out videos)",
+        f"## Test RMSE (0–255) vs test perturbation γ ({spread(results)}; held-out videos)",
         "",
         denoising_table(results),
         "",
@@ -84,22 +83,11 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
 
 
 def summary(results: dict[str, Any]) -> str:
-    spread = "mean ± std over seeds" if len(results["seeds"]) > 1 else "one seed"
-    title = f"{results['name']} — test RMSE (0–255) vs test perturbation γ, {spread}:"
+    title = f"{results['name']} — test RMSE (0–255) vs test perturbation γ, {spread(results)}:"
     return f"{title}\n{denoising_table(results)}"
 
 
-def overlay(runs: Sequence[dict[str, Any]], path: Path, plt: Any | None) -> list[str]:
-    """Every run's RMSE table, and their RMSE-vs-γ curves on one plot."""
-    parts: list[str] = []
-    for run in runs:
-        parts += [f"## {run['name']} ({run['run_dir']})", "", denoising_table(run), ""]
-    if plt is not None:
-        plot_rmse_vs_gamma(runs, path, plt)
-    return parts
-
-
-def plot_rmse_vs_gamma(runs: Sequence[dict[str, Any]], path: Path, plt: Any) -> None:
+def plot_rmse_vs_gamma(runs: Sequence[dict[str, Any]], path: Path, plt: Any) -> bool:
     """Test RMSE vs γ, mean ± std band per method; the paper's points as crosses."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -132,6 +120,7 @@ def plot_rmse_vs_gamma(runs: Sequence[dict[str, Any]], path: Path, plt: Any) -> 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     save(fig, path, plt)
+    return True
 
 
 def plot_layers(results: dict[str, Any], path: Path, plt: Any) -> None:

@@ -26,6 +26,7 @@ from unrolled.experiments.regression.config import (
 )
 from unrolled.experiments.regression.data import SeedData
 from unrolled.experiments.regression.units import plan, run_classical, run_learned, run_mixture
+from unrolled.report import plot_loss_vs_layer
 
 __all__ = [
     "ClassicalMethod",
@@ -54,7 +55,7 @@ class RegressionFamily(ExperimentFamily):
     aggregate = staticmethod(aggregate)
     report = staticmethod(_report.report)
     summary = staticmethod(_report.summary)
-    overlay = staticmethod(_report.overlay)
+    overlay_plot = staticmethod(plot_loss_vs_layer)
 
     def seed_data(self, cfg: RegressionExperiment, seed: int, dtype: torch.dtype, device: str) -> SeedData:
         return SeedData(cfg, seed, dtype, device)

@@ -6,7 +6,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from unrolled.report import fmt, heading, mean_std, paper_row, plot_loss_vs_layer, plot_training, save, table
+from unrolled.report import (
+    fmt,
+    heading,
+    mean_std,
+    paper_row,
+    plot_loss_vs_layer,
+    plot_training,
+    save,
+    spread,
+    table,
+)
 
 
 def split_title(split: str) -> str:
@@ -100,20 +110,8 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
 
 
 def summary(results: dict[str, Any]) -> str:
-    spread = "mean ± std over seeds" if len(results["seeds"]) > 1 else "one seed"
-    title = f"{results['name']} — log loss at the query ({results['evaluation']}), {spread}:"
+    title = f"{results['name']} — log loss at the query ({results['evaluation']}), {spread(results)}:"
     return f"{title}\n{markdown_table(results, results['headline_split'])}"
-
-
-def overlay(runs: Sequence[dict[str, Any]], path: Path, plt: Any | None) -> list[str]:
-    """Every run's table, and their loss-vs-layer curves on one plot."""
-    parts: list[str] = []
-    for run in runs:
-        parts += [f"## {run['name']} ({run['run_dir']}; {run['evaluation']})", ""]
-        parts += [markdown_table(run, run["headline_split"]), ""]
-    if plt is not None:
-        plot_loss_vs_layer(runs, path, plt)
-    return parts
 
 
 def _shift_columns(results: dict[str, Any]) -> list[tuple[str, str, str]]:
