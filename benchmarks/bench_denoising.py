@@ -12,7 +12,7 @@ UT method, its clip size and batch size):
    Time: median over repeats, the variants alternating. Memory: the bytes autograd saves for the backward
    pass (``torch.autograd.graph.saved_tensors_hooks``, counted once per storage) plus parameters, gradients
    and Adam state: the CPU analogue of peak training memory (on CUDA, ``max_memory_allocated`` is used).
-2. Loader throughput: clips per second from :class:`unrolled.denoising.ClipStream` (sampling, cropping,
+2. Loader throughput: clips per second from :class:`unrolled.experiments.denoising.ClipStream` (sampling, cropping,
    stacking and noising a batch) against the clips per second one ERM training step consumes.
 
 Targets (issue 3): constrained ≤ 1.10× the ERM step time and ≤ 1.10× its memory; the loader ≥ 5× what
