@@ -102,7 +102,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             cfg = parse_config(apply_overrides(load_yaml(saved), args.set))
         except ConfigError as exc:
-            raise ConfigError(f"{saved}: {exc}") from None
+            raise ConfigError(
+                f"{saved}: {exc}\n(a run folder written by an older version of unrolled may not resume; "
+                "run its config again with another --out)"
+            ) from None
     else:
         cfg = load_config(resolve_config(args.config), args.set)
     out = Path(args.out) if args.out else Path("runs") / cfg.name

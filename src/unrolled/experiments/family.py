@@ -56,6 +56,7 @@ class UnitContext:
 
     Attributes:
         cfg: the experiment config.
+        unit: the unit being run.
         out: the run folder.
         checkpoint: this unit's checkpoint file (training resumes from it when it exists).
         dtype, device: what tensors and models live in (``device`` is this rank's under ``torchrun``).
