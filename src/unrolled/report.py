@@ -180,21 +180,23 @@ def _metric_lines(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def plot_training(run_dir: Path, path: Path, plt: Any) -> bool:
-    """Training loss vs step of every learned method at its largest depth, mean over seeds. False if none."""
-    curves: dict[tuple[str, int], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    """Training loss vs step of every trained method (at its largest depth), mean over seeds. False if none."""
+    curves: dict[tuple[str, int | None], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for rec in _metric_lines(run_dir):
-        curves[(rec["method"], rec["depth"])][rec["step"]].append(rec["loss"])
+        if "loss" in rec and "step" in rec:
+            curves[(rec["method"], rec.get("depth"))][rec["step"]].append(rec["loss"])
     if not curves:
         return False
-    deepest: dict[str, int] = {}
+    deepest: dict[str, int | None] = {}
     for method, depth in curves:
-        deepest[method] = max(depth, deepest.get(method, 0))
+        if method not in deepest or (depth or 0) > (deepest[method] or 0):
+            deepest[method] = depth
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for method, depth in deepest.items():
         points = sorted(curves[(method, depth)].items())
         steps = [s for s, _ in points]
         mean = [math.log(max(sum(v) / len(v), 1e-300)) for _, v in points]
-        ax.plot(steps, mean, label=f"{method} (L={depth})")
+        ax.plot(steps, mean, label=method if depth is None else f"{method} (L={depth})")
     ax.set_xlabel("training step")
     ax.set_ylabel("log training loss (mean over seeds)")
     ax.grid(alpha=0.3)
@@ -202,6 +204,17 @@ def plot_training(run_dir: Path, path: Path, plt: Any) -> bool:
     ax.set_title("training curves", fontsize=9)
     save(fig, path, plt)
     return True
+
+
+def training_plots(run_dir: Path, plt: Any) -> list[str]:
+    """The plots every family's report gets from ``metrics.jsonl``: training curves and, for constrained
+    training, the multipliers; the Markdown lines that show them."""
+    parts = []
+    if plot_training(run_dir, run_dir / "training.png", plt):
+        parts += ["![training loss](training.png)", ""]
+    if plot_multipliers(run_dir, run_dir / "multipliers.png", plt):
+        parts += ["![multipliers over training](multipliers.png)", ""]
+    return parts
 
 
 def plot_multipliers(run_dir: Path, path: Path, plt: Any) -> bool:

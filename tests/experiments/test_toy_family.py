@@ -139,7 +139,9 @@ def test_a_family_registered_from_outside_runs_through_the_cli(toy, tmp_path, ca
     assert results["timing"]["workers"] == 1
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 2 * (6 + 5) and {ln["method"] for ln in lines} == {"slow", "fast"}
-    assert "## Final loss" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "## Final loss" in report and "![training loss](training.png)" in report  # shared plots, for free
+    assert (out / "training.png").stat().st_size > 1000
     # resume: every unit is done, nothing runs again; report rebuilds from the folder alone
     (out / "report.md").unlink()
     assert main(["run", "--resume", "--out", str(out), "--workers", "1", "--no-progress"]) == 0

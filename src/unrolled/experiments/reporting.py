@@ -13,7 +13,7 @@ from typing import Any
 from unrolled.experiments.config import task_kind
 from unrolled.experiments.family import ExperimentFamily
 from unrolled.experiments.registry import get_family
-from unrolled.report import PLOT_HINT, load_run, pyplot, write_markdown
+from unrolled.report import PLOT_HINT, load_run, pyplot, training_plots, write_markdown
 from unrolled.train.checkpoint import atomic_write_text
 
 
@@ -28,8 +28,7 @@ def write_report(run_dir: str | Path) -> Path:
     results = load_run(run_dir)
     plt = pyplot()
     parts = family_of(results).report(results, run_dir, plt)
-    if plt is None:
-        parts += [f"_{PLOT_HINT}_", ""]
+    parts += [f"_{PLOT_HINT}_", ""] if plt is None else training_plots(run_dir, plt)
     return write_markdown(run_dir, results, parts)
 
 

@@ -89,3 +89,4 @@ def test_constrained_memformer_run_resumes_with_its_multipliers(tmp_path, source
     assert max(unit["multipliers"]) > 0  # α = 0.3 is demanding: some constraint was violated
     logged = [json.loads(line) for line in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
     assert all(len(rec["multipliers"]) == 3 and len(rec["layer_losses"]) == 4 for rec in logged)
+    assert (tmp_path / "ref" / "multipliers.png").exists()  # every family's report plots the multipliers

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from unrolled.report import heading, mean_std, paper_row, plot_multipliers, save, spread, table
+from unrolled.report import heading, mean_std, paper_row, save, spread, table
 
 
 def denoising_table(results: dict[str, Any], gammas: Sequence[float] | None = None) -> str:
@@ -37,7 +37,7 @@ def violation_table(results: dict[str, Any]) -> str:
 
 
 def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]:
-    """report.md's sections; rmse_vs_gamma.png, loss_vs_layer.png, multipliers.png when ``plt`` is given."""
+    """report.md's sections; rmse_vs_gamma.png and loss_vs_layer.png when ``plt`` is given."""
     cfg = results.get("config", {})
     task, train = cfg.get("task", {}), cfg.get("train", {})
     parts = heading(results)
@@ -77,8 +77,6 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
         plot_rmse_vs_gamma([results], run_dir / "rmse_vs_gamma.png", plt)
         plot_layers(results, run_dir / "loss_vs_layer.png", plt)
         parts += ["![RMSE vs γ](rmse_vs_gamma.png)", "", "![loss vs layer](loss_vs_layer.png)", ""]
-        if plot_multipliers(run_dir, run_dir / "multipliers.png", plt):
-            parts += ["![multipliers over training](multipliers.png)", ""]
     return parts
 
 

@@ -12,7 +12,6 @@ from unrolled.report import (
     mean_std,
     paper_row,
     plot_loss_vs_layer,
-    plot_training,
     save,
     spread,
     table,
@@ -74,7 +73,7 @@ def describe(results: dict[str, Any]) -> list[str]:
 
 
 def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]:
-    """report.md's sections; loss_vs_layer.png, shifts.png and training.png when ``plt`` is given."""
+    """report.md's sections; loss_vs_layer.png and shifts.png when ``plt`` is given."""
     headline = results["headline_split"]
     parts = [*heading(results), *describe(results)]
     parts += ["", f"## Log loss at the query vs depth ({split_title(headline)})", ""]
@@ -104,8 +103,6 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
         if results.get("shifts"):
             plot_shifts(results, run_dir / "shifts.png", plt)
             parts += ["![scale-free log loss under distribution shift](shifts.png)", ""]
-        if plot_training(run_dir, run_dir / "training.png", plt):
-            parts += ["![training loss](training.png)", ""]
     return parts
 
 
