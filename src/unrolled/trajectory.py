@@ -19,6 +19,9 @@ Readout = Callable[[Tensor], Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 """Maps (prediction ``[B, ...]``, target ``[B, ...]``) to per-sample losses ``[B]``."""
 
+StateLoss = Callable[[Tensor, Tensor], Tensor]
+"""Maps (state ``[B, ...]``, target) to per-sample losses ``[B]`` without materialising the prediction."""
+
 
 def squared_error(prediction: Tensor, target: Tensor) -> Tensor:
     """Per-sample squared error summed over non-batch dimensions.
@@ -43,10 +46,15 @@ class Trajectory:
     Attributes:
         states: ``L + 1`` tensors, each ``[B, ...]``; ``states[0]`` is the input state (step 0).
         readout: the shared readout, state ``[B, ...]`` -> prediction ``[B, ...]``.
+        state_loss: optionally, the readout and its loss fused, ``(state, target) -> [B]``, for readouts too
+            large to materialise for a whole batch (a logit lens over a vocabulary of 50k-130k tokens):
+            losses are then computed chunk by chunk. Layerwise losses and objectives use it when they are
+            given no loss of their own.
     """
 
     states: tuple[Tensor, ...]
     readout: Readout
+    state_loss: StateLoss | None = None
 
     def __post_init__(self) -> None:
         if len(self.states) == 0:
@@ -74,24 +82,30 @@ class Trajectory:
         """Readouts of every state, stacked: ``[L + 1, B, ...]``."""
         return torch.stack([self.readout(s) for s in self.states])
 
-    def layerwise_losses(
-        self, target: Tensor, loss: LossFn = squared_error, reduction: str = "mean"
-    ) -> Tensor:
+    def sample_losses(self, state: Tensor, target: Tensor, loss: LossFn | None = None) -> Tensor:
+        """Per-sample losses ``[B]`` of one state: ``loss(readout(state), target)``; with no ``loss``, the
+        trajectory's own :attr:`state_loss` (or the squared error when it has none)."""
+        if loss is None and self.state_loss is not None:
+            return self.state_loss(state, target)
+        return (loss or squared_error)(self.readout(state), target)
+
+    def layerwise_losses(self, target: Tensor, loss: LossFn | None = None, reduction: str = "mean") -> Tensor:
         """The loss after every step, f_l = loss(readout(Z_l), target).
 
         Args:
-            target: ``[B, ...]`` shaped like one prediction.
-            loss: per-sample loss, ``(prediction, target) -> [B]``.
+            target: the target of one prediction (``[B, ...]``).
+            loss: per-sample loss, ``(prediction, target) -> [B]``; None: the trajectory's own
+                :attr:`state_loss`, else the squared error.
             reduction: ``"mean"`` over the batch (returns ``[L + 1]``) or ``"none"`` (``[L + 1, B]``).
         """
         return layerwise_losses(self, target, loss, reduction)
 
 
 def layerwise_losses(
-    trajectory: Trajectory, target: Tensor, loss: LossFn = squared_error, reduction: str = "mean"
+    trajectory: Trajectory, target: Tensor, loss: LossFn | None = None, reduction: str = "mean"
 ) -> Tensor:
     """Losses f_0..f_L of a trajectory; ``[L + 1]`` for ``reduction="mean"``, ``[L + 1, B]`` for ``"none"``."""
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    per_sample = torch.stack([loss(trajectory.readout(s), target) for s in trajectory.states])
+    per_sample = torch.stack([trajectory.sample_losses(s, target, loss) for s in trajectory.states])
     return per_sample.mean(dim=1) if reduction == "mean" else per_sample

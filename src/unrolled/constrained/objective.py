@@ -24,12 +24,12 @@ class Objective:
 
     constrained = False
 
-    def __init__(self, per_sample_loss: LossFn = squared_error) -> None:
-        self.per_sample_loss = per_sample_loss
+    def __init__(self, per_sample_loss: LossFn | None = squared_error) -> None:
+        self.per_sample_loss = per_sample_loss  # None: the trajectory's own state_loss (e.g. a logit lens)
 
     def loss(self, trajectory: Trajectory, target: Tensor) -> tuple[Tensor, dict[str, Any]]:
         """The scalar to back-propagate, and what to log."""
-        return self.per_sample_loss(trajectory.prediction(), target).mean(), {}
+        return trajectory.sample_losses(trajectory.final, target, self.per_sample_loss).mean(), {}
 
     def after_step(self, step: int, heldout_slack: Callable[[], Tensor] | None = None) -> dict[str, Any]:
         """Called after each optimizer step (the dual update of the constrained objective)."""
@@ -51,7 +51,7 @@ class ConstrainedObjective(Objective):
     Args:
         constraints: the descent constraints (α per layer, detach switch).
         multipliers: λ and its ascent rule.
-        per_sample_loss: ``(prediction, target) -> [B]``.
+        per_sample_loss: ``(prediction, target) -> [B]``; None: the trajectory's own ``state_loss``.
         dual_every: primal steps between dual steps.
         dual_source: ``"train"``, ŝ = the mean slack over the training batches since the last dual step, or
             ``"heldout"``, ŝ = the slack on a held-out constraint batch (the trainer passes a function that
@@ -64,7 +64,7 @@ class ConstrainedObjective(Objective):
         self,
         constraints: DescentConstraints,
         multipliers: Multipliers,
-        per_sample_loss: LossFn = squared_error,
+        per_sample_loss: LossFn | None = squared_error,
         dual_every: int = 1,
         dual_source: str = "train",
     ) -> None:
@@ -102,7 +102,7 @@ class ConstrainedObjective(Objective):
         weights = self.gradient_weights(trajectory.depth)
 
         def layer_loss(state: Tensor) -> Tensor:
-            return self.per_sample_loss(trajectory.readout(state), target).mean()
+            return trajectory.sample_losses(state, target, self.per_sample_loss).mean()
 
         losses = []
         for l, (state, w) in enumerate(zip(trajectory.states, weights, strict=True)):
@@ -162,7 +162,7 @@ class ConstrainedObjective(Objective):
 def objective_from_config(
     config: Any,
     depth: int,
-    per_sample_loss: LossFn,
+    per_sample_loss: LossFn | None,
     heldout_batch: Callable[[int], tuple[Any, Tensor]] | None = None,
 ) -> tuple[Objective, Callable[[torch.nn.Module], Tensor] | None]:
     """The objective a :class:`~unrolled.config.ConstraintConfig` (or None: ERM) describes for ``depth`` layers.
@@ -170,7 +170,7 @@ def objective_from_config(
     Args:
         config: the method's ``constraints`` entry, or None for ERM on the last layer.
         depth: the model's number of layers L.
-        per_sample_loss: ``(prediction, target) -> [B]``.
+        per_sample_loss: ``(prediction, target) -> [B]``; None: the trajectory's own ``state_loss``.
         heldout_batch: ``size -> (inputs, target)``, a held-out constraint batch; called only for
             ``dual_source: heldout``.
 
