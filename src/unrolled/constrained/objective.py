@@ -7,7 +7,7 @@ since they only read the trajectory's layerwise losses.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -59,6 +59,10 @@ class ConstrainedObjective(Objective):
     """
 
     constrained = True
+    recompute_readouts = True
+    """Recompute intermediate readouts in the backward pass (memory for time); a wrapper may turn it off when
+    its readouts are cheap or recomputation does not suit it (DDP's gradient hooks fire once per recomputed
+    use of a shared readout's parameters)."""
 
     def __init__(
         self,
@@ -109,7 +113,7 @@ class ConstrainedObjective(Objective):
             if w == 0:
                 with torch.no_grad():
                     losses.append(layer_loss(state))
-            elif l == trajectory.depth or not state.requires_grad:
+            elif l == trajectory.depth or not state.requires_grad or not self.recompute_readouts:
                 losses.append(layer_loss(state))
             else:  # recompute this readout in the backward pass instead of keeping its activations
                 losses.append(checkpoint(layer_loss, state, use_reentrant=False))
@@ -171,8 +175,8 @@ def objective_from_config(
         config: the method's ``constraints`` entry, or None for ERM on the last layer.
         depth: the model's number of layers L.
         per_sample_loss: ``(prediction, target) -> [B]``; None: the trajectory's own ``state_loss``.
-        heldout_batch: ``size -> (inputs, target)``, a held-out constraint batch; called only for
-            ``dual_source: heldout``.
+        heldout_batch: ``size -> (inputs, target)``, a held-out constraint batch (inputs a tensor, a batch
+            object, or a mapping of keyword inputs); called only for ``dual_source: heldout``.
 
     Returns:
         The objective, and for ``dual_source: heldout`` the function ``model -> slacks [L]`` the trainer
@@ -196,6 +200,7 @@ def objective_from_config(
 
     def heldout_slack(model: torch.nn.Module) -> Tensor:
         with torch.no_grad():
-            return constraints.slacks(model(inputs).layerwise_losses(target, per_sample_loss))
+            trajectory = model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
+            return constraints.slacks(trajectory.layerwise_losses(target, per_sample_loss))
 
     return objective, heldout_slack

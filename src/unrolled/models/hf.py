@@ -175,6 +175,9 @@ class EncoderSolver(nn.Module):
                 model.config.hidden_size, num_labels, pooling, dropout, generator
             )
             self._own = None
+            pooler = getattr(model, "pooler", None)
+            if isinstance(pooler, nn.Module):  # BERT's pooler is not on the solver's path: leave it frozen
+                pooler.requires_grad_(False)
         elif readout == "model":
             self.head, self._own = None, own_head(model)
         else:

@@ -145,18 +145,25 @@ class UnrolledLayer(nn.Module):
         else:
             init_normal(self.U.weight, 1.0 / math.sqrt(width), generator)
 
-    def attention(self, X: Tensor) -> Tensor:
-        """Z_l, multi-head: ``[B, N, D] -> [B, N, D]`` (row j is output token j, heads concatenated)."""
+    def attention(self, X: Tensor, key_mask: Tensor | None = None) -> Tensor:
+        """Z_l, multi-head: ``[B, N, D] -> [B, N, D]`` (row j is output token j, heads concatenated).
+
+        ``key_mask`` ``[B, N]`` (True or 1 on real tokens) keeps padding out of every softmax: no token
+        attends to a padded source.
+        """
         h = self.norm(X)
         # Column j of softmax[(Q X̂)ᵀ (K X̂)] weighs source i by (Q x̂_i)·(K x̂_j): K makes the queries.
         query, key, value = (split_heads(p(h), self.heads) for p in (self.K, self.Q, self.V))
         drop_p = self.dropout if self.training else 0.0
-        return merge_heads(F.scaled_dot_product_attention(query, key, value, dropout_p=drop_p))
+        attn_mask = None if key_mask is None else key_mask.bool()[:, None, None, :]
+        return merge_heads(
+            F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, dropout_p=drop_p)
+        )
 
-    def forward(self, X: Tensor) -> Tensor:
+    def forward(self, X: Tensor, key_mask: Tensor | None = None) -> Tensor:
         """X_l = σ(W_l Z_l + U_l X_{l−1} + b_l): ``[B, N, D] -> [B, N, D]``."""
         check_tokens(X, self.width)
-        return self.sigma(self.drop(self.W(self.attention(X))) + self.U(X))
+        return self.sigma(self.drop(self.W(self.attention(X, key_mask))) + self.U(X))
 
 
 class UnrolledTransformer(nn.Module):
@@ -187,12 +194,15 @@ class UnrolledTransformer(nn.Module):
             for _ in range(depth)
         )
 
-    def forward(self, x0: Tensor) -> tuple[Tensor, ...]:
-        """The states Φ_0 = x0, Φ_1, ..., Φ_L: ``[B, N, D] -> L + 1`` tensors ``[B, N, D]``."""
+    def forward(self, x0: Tensor, key_mask: Tensor | None = None) -> tuple[Tensor, ...]:
+        """The states Φ_0 = x0, Φ_1, ..., Φ_L: ``[B, N, D] -> L + 1`` tensors ``[B, N, D]``.
+
+        ``key_mask`` ``[B, N]`` marks real tokens (text with padding); None: every token is real.
+        """
         check_tokens(x0, self.width)
         states = [x0]
         for layer in self.layers:
-            states.append(layer(states[-1]))
+            states.append(layer(states[-1], key_mask))
         return tuple(states)
 
 

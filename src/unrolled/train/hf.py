@@ -1,0 +1,207 @@
+"""Constrained learning on the Hugging Face stack: a ``transformers.Trainer`` whose loss reads every layer.
+
+:class:`ConstrainedTrainer` trains any solver (a module whose forward returns a
+:class:`~unrolled.trajectory.Trajectory`: :class:`~unrolled.models.hf.EncoderSolver`,
+:class:`~unrolled.models.hf.LanguageModelSolver`, the UT text classifier) with ERM on the last layer or the
+library's constrained Lagrangian f_L + Σ λ_l s_l, through the same
+:class:`~unrolled.constrained.objective.ConstrainedObjective` as the own-model training loop: the same
+:class:`~unrolled.constrained.descent.DescentConstraints`, projected or resilient
+:class:`~unrolled.constrained.multipliers.Multipliers`, and a dual step every ``dual_every`` optimizer steps.
+Everything else is the Trainer's: optimizers, schedules, mixed precision, gradient accumulation, ``accelerate``
+and ``torchrun`` (the multipliers all-reduce their slacks, so every rank holds the same λ), logging
+integrations, checkpoints and ``resume_from_checkpoint``.
+
+- **Logs**: every ``logging_steps`` the Trainer's log gets ``layer_loss/l`` (mean since the last log),
+  ``slack/l`` and ``multiplier/l``, so TensorBoard or W&B show them when ``report_to`` turns them on.
+- **Checkpoints**: each ``checkpoint-N/`` folder also holds ``constraints.pt`` (multipliers, dual-step count,
+  pending slack sums); ``train(resume_from_checkpoint=...)`` restores it with the rest.
+- **Perturbations**: ``train_noise`` perturbs the input embeddings while training (a forward hook on
+  ``get_input_embeddings()``, as NEFTune), from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from unrolled.constrained.config import ConstraintConfig
+from unrolled.constrained.objective import Objective, objective_from_config
+from unrolled.perturb import EmbeddingNoise, Perturbation
+from unrolled.trajectory import LossFn
+
+CONSTRAINTS_FILE = "constraints.pt"
+"""The objective's state inside each Trainer checkpoint folder."""
+
+
+def model_depth(model: nn.Module) -> int:
+    """The number of layers L of a solver (its ``depth``, or its config's ``num_hidden_layers``)."""
+    depth = getattr(model, "depth", None) or getattr(
+        getattr(model, "config", None), "num_hidden_layers", None
+    )
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"cannot tell how many layers {type(model).__name__} has; pass depth=")
+    return depth
+
+
+class _ConstraintCallback(TrainerCallback):
+    """Dual steps after optimizer steps, and the objective's state into every checkpoint folder."""
+
+    def __init__(self, trainer: ConstrainedTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        info = self.trainer.objective.after_step(state.global_step, self.trainer.heldout_slack)
+        if "multipliers" in info:
+            self.trainer._dual_info = info
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if state.is_world_process_zero and os.path.isdir(folder):
+            torch.save(self.trainer.objective.state_dict(), os.path.join(folder, CONSTRAINTS_FILE))
+
+
+class ConstrainedTrainer(Trainer):
+    """A ``Trainer`` for solvers: ERM on f_L (``constraints=None``) or the constrained Lagrangian.
+
+    Args:
+        model: a module whose ``forward(**batch)`` returns a Trajectory (batches carry ``labels``).
+        constraints: the descent constraints and their dual ascent (None: ERM on the last layer).
+        per_sample_loss: ``(prediction, labels) -> [B]``; default: the model's ``per_sample_loss`` if it has
+            one, else the trajectory's fused ``state_loss`` (language models).
+        depth: the model's number of layers (default: read off the model).
+        heldout_batch: ``size -> (inputs, labels)``, a held-out constraint batch for ``dual_source: heldout``
+            (the same contract as the own-model loop; inputs a mapping of keyword tensors).
+        train_noise: a perturbation of the input embeddings while training (None: none).
+        noise_seed: the seed of that noise.
+        *args, **kwargs: everything ``transformers.Trainer`` takes.
+    """
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean; the Trainer divides by GA steps
+
+    def __init__(
+        self,
+        *args: Any,
+        constraints: ConstraintConfig | None = None,
+        per_sample_loss: LossFn | None = None,
+        depth: int | None = None,
+        heldout_batch: Callable[[int], tuple[Any, Tensor]] | None = None,
+        train_noise: Perturbation | None = None,
+        noise_seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if training_args is not None and training_args.ddp_find_unused_parameters is None:
+            # DDP's search for unused parameters walks the forward's output tensors; a Trajectory hides them, so
+            # every parameter would look unused (and then be reported ready twice). Every parameter of a solver
+            # gets a gradient through the last layer's readout: there is nothing to search for.
+            training_args.ddp_find_unused_parameters = False
+        super().__init__(*args, **kwargs)
+        model = self.model
+        loss = per_sample_loss or getattr(model, "per_sample_loss", None)
+        self.depth = depth or model_depth(model)
+        self.objective: Objective
+        self.objective, self._heldout = objective_from_config(
+            constraints, self.depth, loss, None if heldout_batch is None else self._on_device(heldout_batch)
+        )
+        # A classifier's readout is a pooled vector and a linear layer: keeping it costs less than recomputing
+        # it, and a recomputed readout fires DDP's gradient hooks once per layer (language models recompute
+        # inside their own chunked loss instead)
+        self.objective.recompute_readouts = False  # type: ignore[attr-defined]
+        self.constraints = constraints
+        self.train_noise, self.noise_seed = train_noise, noise_seed
+        self._layer_sums: Tensor | None = None
+        self._layer_count = 0
+        self._last_info: dict[str, Any] = {}
+        self._dual_info: dict[str, Any] = {}
+        if "labels" not in (self.args.label_names or []):
+            self.label_names = ["labels"]
+        self.add_callback(_ConstraintCallback(self))
+
+    def _on_device(
+        self, heldout_batch: Callable[[int], tuple[Any, Tensor]]
+    ) -> Callable[[int], tuple[Any, Tensor]]:
+        def moved(size: int) -> tuple[Any, Tensor]:
+            inputs, labels = heldout_batch(size)
+            device = self.args.device
+            return {k: v.to(device) for k, v in inputs.items()}, labels.to(device)
+
+        return moved
+
+    def heldout_slack(self) -> Tensor:
+        """Slacks on the held-out constraint batch (``dual_source: heldout``)."""
+        assert self._heldout is not None
+        return self._heldout(self.model)
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Tensor | tuple[Tensor, Any]:
+        """ERM on the last layer's readout, or f_L + Σ λ_l s_l over the layerwise losses."""
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        trajectory = model(**inputs)
+        loss, info = self.objective.loss(trajectory, labels)
+        if model.training:
+            self._record(trajectory, labels, info)
+        if return_outputs:
+            return loss, {"logits": trajectory.prediction()}
+        return loss
+
+    def _record(self, trajectory: Any, labels: Tensor, info: dict[str, Any]) -> None:
+        """Keep the layerwise losses for the next log (ERM reads them without a graph)."""
+        if "layer_losses" in info:
+            layers = torch.tensor(info["layer_losses"], dtype=torch.float64)
+        else:
+            with torch.no_grad():
+                layers = trajectory.layerwise_losses(labels, self.objective.per_sample_loss).double().cpu()
+        self._layer_sums = layers if self._layer_sums is None else self._layer_sums + layers
+        self._layer_count += 1
+        self._last_info = info
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """The Trainer's log, with the layerwise losses, slacks and multipliers of constrained training."""
+        if "loss" in logs and self._layer_sums is not None:
+            for l, v in enumerate((self._layer_sums / self._layer_count).tolist()):
+                logs[f"layer_loss/{l}"] = v
+            self._layer_sums, self._layer_count = None, 0
+            if self.objective.constrained:
+                lam = self.objective.multipliers.value.tolist()  # type: ignore[attr-defined]
+                for l, v in enumerate(lam, start=1):
+                    logs[f"multiplier/{l}"] = v
+                for l, v in enumerate(self._last_info.get("slacks", []), start=1):
+                    logs[f"slack/{l}"] = v
+        super().log(logs, *args, **kwargs)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.train``, restoring the multipliers too when resuming; train-time embedding noise on."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"no checkpoint to resume from in {self.args.output_dir}")
+        if resume_from_checkpoint:
+            path = os.path.join(str(resume_from_checkpoint), CONSTRAINTS_FILE)
+            if os.path.isfile(path):
+                self.objective.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+            elif self.objective.constrained:
+                raise FileNotFoundError(
+                    f"{path}: the checkpoint holds no multipliers to resume constrained training from"
+                )
+        hook = None
+        if self.train_noise is not None:
+            embeddings = self.model.get_input_embeddings()
+            generator = torch.Generator().manual_seed(self.noise_seed)
+            hook = EmbeddingNoise(embeddings, self.train_noise, "train", generator)
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            if hook is not None:
+                hook.remove()
