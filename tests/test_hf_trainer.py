@@ -109,8 +109,8 @@ def test_a_resumed_trainer_holds_the_same_multipliers_as_an_uninterrupted_one(tm
     resumed.train(resume_from_checkpoint=str(tmp_path / "cut" / "checkpoint-3"))
     assert resumed.objective.multipliers.steps == 6
     torch.testing.assert_close(resumed.objective.multipliers.value, whole.objective.multipliers.value)
+    (tmp_path / "cut" / "checkpoint-3" / CONSTRAINTS_FILE).unlink()
     with pytest.raises(FileNotFoundError, match="holds no multipliers"):
-        (tmp_path / "cut" / "checkpoint-3" / CONSTRAINTS_FILE).unlink()
         resumed.train(resume_from_checkpoint=str(tmp_path / "cut" / "checkpoint-3"))
 
 

@@ -105,7 +105,7 @@ class UTTextClassifier(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, **unused: Any) -> Trajectory:
         """States ``[B, T, D]`` and the pooled readout ``[B, C]``; ``token_type_ids`` and labels are ignored."""
-        B, T = input_ids.shape
+        T = input_ids.shape[1]
         if self.position.num_embeddings < T:
             raise ValueError(
                 f"sequence of {T} tokens; the model takes at most {self.position.num_embeddings}"
