@@ -7,6 +7,9 @@ unrolled demo [--out DIR]
 unrolled configs
 unrolled config show CONFIG [--set key=value ...]   (the resolved config, every default filled in)
 unrolled config schema [--out FILE]                (the JSON Schema of configs, for editors)
+unrolled audit MODEL --data DATA [--out DIR]       (layerwise loss of a pretrained model, no training)
+unrolled models                                    (the models that work offline, and their state)
+unrolled convert smollm2 [--out DIR]               (once: SmolLM2's GGUF file into a plain checkpoint)
 """
 
 from __future__ import annotations
@@ -162,6 +165,58 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """``unrolled audit MODEL --data DATA``: an audit config run through the runner like any experiment."""
+    where = Path(args.model)
+    name = "_".join(where.resolve().parts[-2:]) if where.exists() else where.name or args.model
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    data = {
+        "name": f"audit_{slug}",
+        "description": f"descent audit of {args.model} on {args.data}",
+        "seeds": args.seeds,
+        "device": args.device,
+        "task": {
+            "kind": "audit",
+            "model": args.model,
+            "data": args.data,
+            "split": args.split,
+            "max_examples": args.max_examples,
+            "max_length": args.max_length,
+            "batch_size": args.batch_size,
+        },
+    }
+    try:
+        cfg = parse_config(apply_overrides(data, args.set))
+    except ConfigError as exc:
+        raise ConfigError(f"unrolled audit: {exc}") from None
+    out = Path(args.out) if args.out else Path("runs") / "audit" / slug
+    args.workers, args.no_progress = 1, True
+    return _run(
+        cfg, out, args.resume, args, f"unrolled audit {args.model} --data {args.data} --resume --out {out}"
+    )
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from unrolled.carriers import DataNotFoundError
+    from unrolled.models.hub import ALIASES, ModelNotFoundError
+
+    for name, where in ALIASES.items():
+        try:
+            state = str(where())
+        except (ModelNotFoundError, DataNotFoundError) as exc:
+            state = f"not available: {exc}"
+        print(f"{name:24s} {state}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from unrolled.models.hub import convert_smollm2
+
+    print("converting SmolLM2-135M-Instruct (GGUF, Q4_1) into a plain checkpoint; about 30 s ...")
+    print(f"wrote {convert_smollm2(Path(args.out) if args.out else None)}")
+    return 0
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1 (``--workers 0`` is an error, not the default)."""
     try:
@@ -219,6 +274,41 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="show: override a key")
     conf.add_argument("--out", help="schema: write to this file (default: print)")
     conf.set_defaults(func=cmd_config)
+
+    aud = sub.add_parser(
+        "audit", help="layerwise loss of a pretrained model through its own head, no training"
+    )
+    aud.add_argument(
+        "model", help="an alias (`unrolled models`), a folder saved with save_pretrained, or a hub name"
+    )
+    aud.add_argument(
+        "--data", required=True, help="newsgroups, chatterbot, chatterbot_pairs, a file, or a hub dataset"
+    )
+    aud.add_argument(
+        "--split", default="test", help="classifiers: which side of the seeded split (default test)"
+    )
+    aud.add_argument("--max-examples", type=positive_int, default=64, help="texts to read (default 64)")
+    aud.add_argument(
+        "--max-length", type=positive_int, default=256, help="tokens per text at most (default 256)"
+    )
+    aud.add_argument("--batch-size", type=positive_int, default=8)
+    aud.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="one audit per seed (the seed picks the texts)"
+    )
+    aud.add_argument("--device", default="cpu")
+    aud.add_argument("--out", help="run folder (default: runs/audit/<model>)")
+    aud.add_argument("--resume", action="store_true", help="re-report a finished audit in --out")
+    aud.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    aud.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
+    aud.set_defaults(func=cmd_audit)
+
+    mods = sub.add_parser("models", help="the models that work offline here, and whether they are ready")
+    mods.set_defaults(func=cmd_models)
+
+    conv = sub.add_parser("convert", help="convert a carrier model once (smollm2: GGUF -> plain checkpoint)")
+    conv.add_argument("what", choices=["smollm2"])
+    conv.add_argument("--out", help="where to write it (default: $UNROLLED_CACHE or ~/.cache/unrolled)")
+    conv.set_defaults(func=cmd_convert)
     return parser
 
 

@@ -89,6 +89,96 @@ def paper_row(
     return [(f"{label} — paper", ["" if v is None else f"{v:.{digits}f}" for v in values])]
 
 
+def gamma_table(
+    results: dict[str, Any], mean: str, std: str, digits: int = 2, gammas: Sequence[float] | None = None
+) -> str:
+    """A metric of every method at every test γ (``results["gammas"]``), mean ± std over seeds, with the paper's
+    numbers (``published`` lists over ``published_gammas``) beside ours."""
+    all_gammas = results["gammas"]
+    cols = [all_gammas.index(g) for g in gammas] if gammas is not None else list(range(len(all_gammas)))
+    seeds = len(results["seeds"])
+    published = dict(results.get("published", {}))
+    pub_g = results.get("published_gammas", [])
+    rows: list[tuple[str, Sequence[str]]] = []
+    for name, m in results["methods"].items():
+        cells = [mean_std(m[mean][i], m[std][i], seeds, digits=digits) for i in cols]
+        lookup = dict(zip(pub_g, published.get(name) or [None] * len(pub_g), strict=True))
+        paper = [lookup.get(all_gammas[i]) for i in cols]
+        rows += [(m["label"], cells), *paper_row(m["label"], paper, digits=digits)]
+    return table([f"γ={all_gammas[i]:g}" for i in cols], rows)
+
+
+def violation_table(results: dict[str, Any]) -> str:
+    """Share of non-descending layers at the clean, the training and the largest test γ."""
+    gammas = results["gammas"]
+    picks = sorted({gammas[0], results["train_gamma"], gammas[-1]} & set(gammas))
+    rows = [
+        (m["label"], [f"{m['violation_share'][str(g)]:.2f}" for g in picks])
+        for m in results["methods"].values()
+    ]
+    return table([f"γ={g:g}" for g in picks], rows)
+
+
+def plot_vs_gamma(
+    runs: Sequence[dict[str, Any]], path: Path, plt: Any, mean: str, std: str, ylabel: str, title: str
+) -> bool:
+    """A metric vs test γ, mean ± std band per method (solid: constrained); the paper's points as crosses."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    i = 0
+    for run in runs:
+        prefix = f"{run['name']}: " if len(runs) > 1 else ""
+        for name, m in run["methods"].items():
+            c = colors[i % len(colors)]
+            i += 1
+            g = run["gammas"]
+            style = "-o" if m.get("constrained") else "--s"
+            ax.plot(g, m[mean], style, color=c, ms=3.5, lw=1.6, label=f"{prefix}{m['label']}")
+            lo = [a - b for a, b in zip(m[mean], m[std], strict=True)]
+            hi = [a + b for a, b in zip(m[mean], m[std], strict=True)]
+            ax.fill_between(g, lo, hi, color=c, alpha=0.15, lw=0)
+            pub = run.get("published", {}).get(name)
+            if pub:
+                points = [(x, y) for x, y in zip(run["published_gammas"], pub, strict=True) if y is not None]
+                ax.plot(
+                    *zip(*points, strict=True),
+                    "x",
+                    color=c,
+                    ms=8,
+                    mew=2,
+                    label=f"{prefix}{m['label']} (paper)",
+                )
+    ax.set_xlabel("test perturbation γ")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save(fig, path, plt)
+    return True
+
+
+def plot_layerwise(
+    results: dict[str, Any], path: Path, plt: Any, key: str, ylabel: str, log: bool = False
+) -> None:
+    """A layerwise curve of every method (``m[key][str(γ)]``), at the training γ and at the largest test γ."""
+    gammas = results["gammas"]
+    panels = [g for g in (results["train_gamma"], gammas[-1]) if g in gammas] or [gammas[0]]
+    panels = list(dict.fromkeys(panels))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    for ax, g in zip(axes[0], panels, strict=True):
+        for m in results["methods"].values():
+            curve = m[key][str(g)]
+            ax.plot(range(len(curve)), curve, "-o" if m.get("constrained") else "--s", ms=3, label=m["label"])
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("layer l (0: the embedding read out)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"γ = {g:g}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    save(fig, path, plt)
+
+
 def save(fig: Any, path: Path, plt: Any) -> None:
     """Write a figure as PNG atomically and close it."""
     buf = io.BytesIO()

@@ -24,6 +24,8 @@ from unrolled.validation import ConfigError
 BUILTIN: dict[str, str] = {
     "regression": "unrolled.experiments.regression",
     "video": "unrolled.experiments.denoising",
+    "text": "unrolled.experiments.text",
+    "audit": "unrolled.experiments.audit",
 }
 """The built-in families: ``task.kind`` -> the module that registers it."""
 

