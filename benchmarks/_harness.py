@@ -171,6 +171,23 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
 
 
+def saved_bytes(step: Callable[[], object]) -> int:
+    """Bytes of the distinct storages autograd saves during ``step()`` (activation memory, counted once each)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            storage = t.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+        except RuntimeError:
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return sum(seen.values())
+
+
 def write_json(data: Any, path: Path) -> Path:
     """Write ``data`` as JSON atomically: to a temp file in the same folder, then ``os.replace``."""
     path = Path(path)

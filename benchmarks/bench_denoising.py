@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from _harness import saved_bytes
 from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, Objective
 from unrolled.experiments import load_config
 from unrolled.experiments.denoising import ClipStream, DenoiserMethod, build_denoiser, load_split
@@ -42,23 +43,6 @@ from unrolled.train.checkpoint import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "denoise_constrained_vs_erm.yaml"
-
-
-def saved_bytes(step) -> int:
-    """Bytes of the distinct storages autograd saves during ``step()`` (activation memory)."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        try:
-            storage = t.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
-        except RuntimeError:
-            pass
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step()
-    return sum(seen.values())
 
 
 def main() -> None:

@@ -27,8 +27,9 @@ class HFEncoderMethod(ConfigModel):
     ``model`` is an alias that works offline (``minilm``), a local folder, or a hub name
     (``distilbert-base-uncased``, ``roberta-base``). ``readout: model`` uses the model's own
     sequence-classification head on every layer (a standard checkpoint that ``unrolled audit`` and
-    ``from_pretrained`` load); ``linear`` pools (``pooling``) and applies a new linear layer. ``lr``
-    overrides ``train.lr``. ``constraints`` trains under layerwise descent constraints instead of ERM.
+    ``from_pretrained`` load); ``linear`` pools (``pooling``) and applies a new linear layer. ``dropout``
+    is the rate of every dropout of the model (and of a linear head): 0, the default, makes each layer's
+    readout in training what it is at test. ``lr`` overrides ``train.lr``. ``constraints`` trains under layerwise descent constraints instead of ERM.
     """
 
     name: Str

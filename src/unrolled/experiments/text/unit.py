@@ -68,10 +68,9 @@ def build(method: Method, num_labels: int, seed: int) -> nn.Module:
         kind = "classifier" if method.readout == "model" else "encoder"
         extra = {"num_labels": num_labels} if kind == "classifier" else {}
         model = load_model(method.model, kind, **extra)
-        if method.dropout == 0.0:  # deterministic layers, so each layer's readout is what it will be at test
-            for m in model.modules():
-                if isinstance(m, nn.Dropout):
-                    m.p = 0.0
+        for m in model.modules():  # one dropout rate for the whole model (0: every readout is the same in
+            if isinstance(m, nn.Dropout):  # training as at test, which is what the constraints measure)
+                m.p = method.dropout
         return EncoderSolver(model, num_labels, method.readout, method.pooling, method.dropout, gen)
     tokenizer = tokenizer_of(method.embedding_model)
     pretrained = load_model(method.embedding_model, "encoder").get_input_embeddings()
