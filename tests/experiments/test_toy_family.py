@@ -112,7 +112,9 @@ def toy():
 
 
 def test_unknown_kinds_are_named_until_registered(tmp_path, capsys):
-    with pytest.raises(ConfigError, match=r"task\.kind: unknown kind 'toy'; one of audit, regression, text, video"):
+    with pytest.raises(
+        ConfigError, match=r"task\.kind: unknown kind 'toy'; one of audit, regression, text, video"
+    ):
         get_family("toy")
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(CONFIG))
