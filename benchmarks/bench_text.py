@@ -91,6 +91,7 @@ def main() -> None:
         if kind == "constrained, λ > 0":
             trainer.objective.multipliers.value = torch.full((trainer.depth,), 0.5, dtype=torch.float64)
         trainer.create_optimizer()
+        trainer.current_gradient_accumulation_steps = 1  # what train() sets before its first step
         optimizer = trainer.optimizer
 
         def step() -> None:

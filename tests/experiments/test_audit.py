@@ -77,3 +77,15 @@ def test_audit_errors_name_the_problem(tmp_path, capsys, monkeypatch):
     assert "no head to read its layers" in capsys.readouterr().err
     assert main(["models"]) == 0
     assert "minilm" in capsys.readouterr().out
+
+
+def test_a_bad_text_file_is_named_with_its_line(tmp_path, capsys):
+    tok = _tokenizer()
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(num_hidden_layers=1, num_key_value_heads=2, vocab_size=len(tok), **SMALL)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    bad = tmp_path / "texts.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": broken\n')
+    assert main(["audit", str(tmp_path / "lm"), "--data", str(bad), "--out", str(tmp_path / "a")]) == 2
+    assert "texts.jsonl, line 2: not valid JSON" in capsys.readouterr().err
