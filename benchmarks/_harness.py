@@ -188,6 +188,49 @@ def saved_bytes(step: Callable[[], object]) -> int:
     return sum(seen.values())
 
 
+def compare_steps(
+    steps: Mapping[str, Callable[[], object]],
+    static: Mapping[str, int],
+    repeats: int,
+    device: str,
+    warmup: int = 2,
+) -> tuple[dict[str, float], dict[str, list[float]], dict[str, int]]:
+    """Time training steps side by side (alternating, so load changes hit every variant alike) and measure
+    their memory: on CUDA ``max_memory_allocated``; on the CPU the bytes autograd saves plus ``static`` (the
+    parameters, gradients and optimizer state). Returns (median seconds, every time, memory bytes) by name."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    sync = synchronizer(device)
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(repeats):
+        for k, step in steps.items():
+            sync()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times[k].append(time.perf_counter() - t0)
+    memory = {}
+    for k, step in steps.items():
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+            step()
+            memory[k] = torch.cuda.max_memory_allocated()
+        else:
+            memory[k] = saved_bytes(step) + static[k]
+    return {k: statistics.median(v) for k, v in times.items()}, times, memory
+
+
+def print_ratios(median: Mapping[str, float], memory: Mapping[str, int], base: str = "erm") -> None:
+    """One line per variant: step time and memory, and both over the ``base`` variant's."""
+    print(f"{'variant':22s} {'step':>10s} {'×ERM':>6s} {'memory MB':>10s} {'×ERM':>6s}")
+    for k in median:
+        print(
+            f"{k:22s} {median[k] * 1e3:8.1f} ms {median[k] / median[base]:6.2f} "
+            f"{memory[k] / 2**20:10.1f} {memory[k] / memory[base]:6.2f}"
+        )
+
+
 def write_json(data: Any, path: Path) -> Path:
     """Write ``data`` as JSON atomically: to a temp file in the same folder, then ``os.replace``."""
     path = Path(path)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from _harness import saved_bytes
+from _harness import compare_steps, print_ratios
 from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, Objective
 from unrolled.experiments import load_config
 from unrolled.experiments.denoising import ClipStream, DenoiserMethod, build_denoiser, load_split
@@ -92,26 +92,7 @@ def main() -> None:
     steps, static = {}, {}
     for k in kinds:
         steps[k], static[k] = variant(k)
-        for _ in range(3):
-            steps[k]()
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    times: dict[str, list[float]] = {k: [] for k in kinds}
-    for _ in range(args.repeats):
-        for k in kinds:  # alternate, so load changes hit every variant alike
-            sync()
-            t0 = time.perf_counter()
-            steps[k]()
-            sync()
-            times[k].append(time.perf_counter() - t0)
-    memory = {}
-    for k in kinds:
-        if args.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-            steps[k]()
-            memory[k] = torch.cuda.max_memory_allocated()
-        else:
-            memory[k] = saved_bytes(steps[k]) + static[k]
-    median = {k: statistics.median(v) for k, v in times.items()}
+    median, times, memory = compare_steps(steps, static, args.repeats, args.device, warmup=3)
 
     # loader: clips/s of the stream vs clips/s a training step consumes
     loader_times = []
@@ -125,12 +106,7 @@ def main() -> None:
     print(f"UT denoiser {method.width}×{method.depth}, heads {method.heads}, patch {method.patch}, clips "
           f"{cfg.task.frames}×{cfg.task.crop}×{cfg.task.crop}, batch {cfg.train.batch_size}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {args.repeats}")  # fmt: skip
-    print(f"{'variant':22s} {'step':>10s} {'×ERM':>6s} {'memory MB':>10s} {'×ERM':>6s}")
-    for k in kinds:
-        print(
-            f"{k:22s} {median[k] * 1e3:8.1f} ms {median[k] / median['erm']:6.2f} "
-            f"{memory[k] / 2**20:10.1f} {memory[k] / memory['erm']:6.2f}"
-        )
+    print_ratios(median, memory)
     print(
         f"loader {loader_cps:,.0f} clips/s vs training {train_cps:,.0f} clips/s: {loader_cps / train_cps:.0f}×"
     )

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from _harness import environment, saved_bytes, write_json
+from _harness import compare_steps, environment, print_ratios, write_json
 from unrolled.constrained.config import ConstraintConfig
 from unrolled.models.hf import EncoderSolver, load_model, load_tokenizer
 from unrolled.tasks.text import newsgroups
@@ -108,26 +106,7 @@ def main() -> None:
     steps, static = {}, {}
     for k in kinds:
         steps[k], static[k] = variant(k)
-        for _ in range(2):
-            steps[k]()
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    times: dict[str, list[float]] = {k: [] for k in kinds}
-    for _ in range(args.repeats):
-        for k in kinds:  # alternate, so load changes hit every variant alike
-            sync()
-            t0 = time.perf_counter()
-            steps[k]()
-            sync()
-            times[k].append(time.perf_counter() - t0)
-    memory = {}
-    for k in kinds:
-        if args.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-            steps[k]()
-            memory[k] = torch.cuda.max_memory_allocated()
-        else:
-            memory[k] = saved_bytes(steps[k]) + static[k]
-    median = {k: statistics.median(v) for k, v in times.items()}
+    median, times, memory = compare_steps(steps, static, args.repeats, args.device)
     ratios = {k: {"time": median[k] / median["erm"], "memory": memory[k] / memory["erm"]} for k in kinds}
     passed = {
         k: ratios[k]["time"] <= TARGETS["constrained_time_ratio_max"]
@@ -138,12 +117,7 @@ def main() -> None:
         f"MiniLM classifier (6 layers, hidden 384), batch {args.batch} × {args.length} tokens; torch "
         f"{torch.__version__}, {torch.get_num_threads()} thread(s), median of {args.repeats}"
     )
-    print(f"{'variant':22s} {'step':>10s} {'×ERM':>6s} {'memory MB':>10s} {'×ERM':>6s}")
-    for k in kinds:
-        print(
-            f"{k:22s} {median[k] * 1e3:8.1f} ms {ratios[k]['time']:6.2f} "
-            f"{memory[k] / 2**20:10.1f} {ratios[k]['memory']:6.2f}"
-        )
+    print_ratios(median, memory)
     record = {
         "benchmark": "bench_text",
         "model": "all-MiniLM-L6-v2 (minilm carrier), its own classification head on every layer",

@@ -134,6 +134,7 @@ trainer = ConstrainedTrainer(model=solver(), args=args(out, max_steps=3, per_dev
 trainer.train()
 rank = int(os.environ["RANK"])
 json.dump(trainer.objective.multipliers.value.tolist(), open(f"{{out}}/rank{{rank}}.json", "w"))
+torch.distributed.destroy_process_group()  # else gloo's threads may abort the interpreter's exit
 """
 
 

@@ -179,6 +179,20 @@ def plot_layerwise(
     save(fig, path, plt)
 
 
+def final_multipliers(results: dict[str, Any]) -> list[str]:
+    """A report section: every constrained method's final multipliers λ_1..λ_L (first seed); [] if none."""
+    mult = [
+        (m["label"], m["multipliers_per_seed"])
+        for m in results["methods"].values()
+        if "multipliers_per_seed" in m
+    ]
+    if not mult:
+        return []
+    lines = ["## Final multipliers λ_1..λ_L (first seed)", ""]
+    lines += [f"- {label}: " + ", ".join(f"{v:.3g}" for v in per_seed[0]) for label, per_seed in mult]
+    return [*lines, ""]
+
+
 def save(fig: Any, path: Path, plt: Any) -> None:
     """Write a figure as PNG atomically and close it."""
     buf = io.BytesIO()

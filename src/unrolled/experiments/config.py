@@ -38,6 +38,8 @@ class ExperimentConfig(ConfigModel):
     """One experiment: a task, the methods to compare, the seeds, and what its family adds.
 
     Validating data with this class itself returns the subclass of the family that ``task.kind`` names.
+    A family whose config has ``methods`` (each with a ``name``) and ``published`` (keyed by method name)
+    gets their checks here: distinct names, published numbers only for methods that exist.
     """
 
     name: Str
@@ -47,7 +49,10 @@ class ExperimentConfig(ConfigModel):
     device: Str = "cpu"
     published_source: Str = ""
 
-    MESSAGES: ClassVar[dict[tuple[str, str], str]] = {("seeds", "too_short"): "needs at least one seed"}
+    MESSAGES: ClassVar[dict[tuple[str, str], str]] = {
+        ("seeds", "too_short"): "needs at least one seed",
+        ("methods", "too_short"): "needs at least one method",
+    }
 
     @classmethod
     def resolve_class(cls, data: Any) -> type[ConfigModel]:
@@ -58,6 +63,11 @@ class ExperimentConfig(ConfigModel):
     @model_validator(mode="after")
     def _shared_rules(self) -> ExperimentConfig:
         check(len(set(self.seeds)) == len(self.seeds), "seeds", "must be distinct")
+        names = [m.name for m in getattr(self, "methods", ())]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        check(not dup, "methods", f"duplicate method names: {', '.join(dup)}")
+        for key in getattr(self, "published", None) or {}:
+            check(key in names, f"published.{key}", f"no method named {key!r}")
         check(
             self.device == "cpu" or self.device.startswith("cuda"),
             "device",

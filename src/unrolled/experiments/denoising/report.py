@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from unrolled.report import (
+    final_multipliers,
     gamma_table,
     heading,
     plot_layerwise,
@@ -49,15 +50,7 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
         violation_table(results),
         "",
     ]
-    mult = [
-        (m["label"], m["multipliers_per_seed"])
-        for m in results["methods"].values()
-        if "multipliers_per_seed" in m
-    ]
-    if mult:
-        parts += ["## Final multipliers λ_1..λ_L (first seed)", ""]
-        parts += [f"- {label}: " + ", ".join(f"{v:.3g}" for v in per_seed[0]) for label, per_seed in mult]
-        parts += [""]
+    parts += final_multipliers(results)
     if plt is not None:
         plot_rmse_vs_gamma([results], run_dir / "rmse_vs_gamma.png", plt)
         plot_layers(results, run_dir / "loss_vs_layer.png", plt)

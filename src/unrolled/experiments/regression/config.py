@@ -269,7 +269,6 @@ class RegressionExperiment(ExperimentConfig):
     MESSAGES: ClassVar[dict[tuple[str, str], str]] = {
         **ExperimentConfig.MESSAGES,
         ("depths", "too_short"): "needs at least one depth (no layers)",
-        ("methods", "too_short"): "needs at least one method",
     }
 
     @model_validator(mode="before")
@@ -294,9 +293,6 @@ class RegressionExperiment(ExperimentConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> RegressionExperiment:
-        names = [m.name for m in self.methods]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        check(not dup, "methods", f"duplicate method names: {', '.join(dup)}")
         check(len(set(self.depths)) == len(self.depths), "depths", "must be distinct")
         if self.eval.in_sample:
             check(
@@ -305,8 +301,6 @@ class RegressionExperiment(ExperimentConfig):
                 "in-sample evaluation needs train.protocol: fixed_batch (online training has no single "
                 "training batch)",
             )
-        for key in self.published or {}:
-            check(key in names, f"published.{key}", f"no method named {key!r}")
         for i, shift in enumerate(self.eval.shifts):
             shift.apply(self.task, f"eval.shifts[{i}]")
         return self

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -116,18 +116,8 @@ class TextExperiment(ExperimentConfig):
     perturbation: TextPerturbationConfig = TextPerturbationConfig()
     published: dict[Str, dict[float, Float]] | None = None
 
-    MESSAGES: ClassVar[dict[tuple[str, str], str]] = {
-        **ExperimentConfig.MESSAGES,
-        ("methods", "too_short"): "needs at least one method",
-    }
-
     @model_validator(mode="after")
     def _consistent(self) -> TextExperiment:
-        names = [m.name for m in self.methods]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        check(not dup, "methods", f"duplicate method names: {', '.join(dup)}")
-        for key in self.published or {}:
-            check(key in names, f"published.{key}", f"no method named {key!r}")
         check(
             self.perturbation.target == "embedding",
             "perturbation.target",

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from unrolled.report import (
+    final_multipliers,
     gamma_table,
     heading,
     plot_layerwise,
@@ -68,15 +69,7 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
         ]
     parts += ["## Share of layers whose loss does not descend (f_l > f_{l−1}), mean over seeds", ""]
     parts += [violation_table(results), ""]
-    mult = [
-        (m["label"], m["multipliers_per_seed"])
-        for m in results["methods"].values()
-        if "multipliers_per_seed" in m
-    ]
-    if mult:
-        parts += ["## Final multipliers λ_1..λ_L (first seed)", ""]
-        parts += [f"- {label}: " + ", ".join(f"{v:.3g}" for v in per_seed[0]) for label, per_seed in mult]
-        parts += [""]
+    parts += final_multipliers(results)
     if plt is not None:
         plot_accuracy(
             results if isinstance(results, list) else [results], run_dir / "accuracy_vs_gamma.png", plt
