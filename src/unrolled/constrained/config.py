@@ -20,7 +20,8 @@ class ConstraintConfig(ConfigModel):
     ``dual_every`` primal steps on the mean slack of the training batches since the last one
     (``dual_source: train``) or on a held-out constraint batch of ``heldout_size`` problems (``heldout``).
     ``detach_previous`` stops gradients through f_{l−1} in the slack (default; see
-    :mod:`unrolled.constrained.descent` for why).
+    :mod:`unrolled.constrained.descent` for why). ``layers`` lists the layers (1..L) that carry a constraint
+    (default: all).
     """
 
     alpha: Alpha = 0.1
@@ -31,6 +32,7 @@ class ConstraintConfig(ConfigModel):
     dual_every: Annotated[Int, Field(ge=1)] = 1
     dual_source: Literal["train", "heldout"] = "train"
     heldout_size: Annotated[Int, Field(ge=1)] = 1000
+    layers: Annotated[tuple[Annotated[Int, Field(ge=1)], ...], Field(min_length=1)] | None = None
 
     def alpha_for(self, depth: int) -> float | tuple[float, ...]:
         """α for a model of ``depth`` layers (the per-layer list must match it)."""

@@ -31,15 +31,20 @@ class DescentConstraints:
     Attributes:
         alpha: one α for every layer, or one per layer (length L); each in [0, 1).
         detach_previous: stop gradients through f_{l−1} in the slack (see the module docstring).
+        layers: the layers l (1..L) that carry a constraint; None: all. The others' slacks are 0, so their
+            multipliers stay 0 and they add nothing to the Lagrangian.
     """
 
     alpha: float | Sequence[float] = 0.1
     detach_previous: bool = True
+    layers: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         values = [self.alpha] if isinstance(self.alpha, int | float) else list(self.alpha)
         if not values or any(not 0 <= a < 1 for a in values):
             raise ValueError(f"alpha must be in [0, 1) (one value or one per layer), got {self.alpha}")
+        if self.layers is not None and (not self.layers or any(l < 1 for l in self.layers)):
+            raise ValueError(f"layers are the constrained layers 1..L, got {self.layers}")
 
     def alphas(self, depth: int, like: Tensor | None = None) -> Tensor:
         """α_1..α_L as a tensor ``[L]`` (dtype/device of ``like``)."""
@@ -61,7 +66,14 @@ class DescentConstraints:
         depth = layer_losses.shape[0] - 1
         alpha = self.alphas(depth, layer_losses).reshape(depth, *([1] * (layer_losses.dim() - 1)))
         previous = layer_losses[:-1].detach() if self.detach_previous else layer_losses[:-1]
-        return layer_losses[1:] - (1 - alpha) * previous
+        slacks = layer_losses[1:] - (1 - alpha) * previous
+        if self.layers is None:
+            return slacks
+        if max(self.layers) > depth:
+            raise ValueError(f"constrained layers {list(self.layers)} for a trajectory of {depth} layers")
+        keep = torch.zeros(depth, dtype=slacks.dtype, device=slacks.device)
+        keep[[l - 1 for l in self.layers]] = 1
+        return slacks * keep.reshape(depth, *([1] * (slacks.dim() - 1)))
 
     def lagrangian(self, layer_losses: Tensor, multipliers: Tensor) -> Tensor:
         """f_L + Σ_l λ_l s_l (a scalar); the multipliers are treated as constants for the primal step."""

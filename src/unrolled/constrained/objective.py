@@ -120,7 +120,11 @@ class ConstrainedObjective(Objective):
         return torch.stack(losses)
 
     def loss(self, trajectory: Trajectory, target: Tensor) -> tuple[Tensor, dict[str, Any]]:
-        losses = self.layer_losses(trajectory, target)  # [L + 1]
+        return self.lagrangian(self.layer_losses(trajectory, target))
+
+    def lagrangian(self, losses: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        """f_L + Σ λ_l s_l from layerwise losses ``[L + 1]`` computed by the caller (e.g. a trainer that reads
+        the last layer from its own loss); the slacks are kept for the next dual step."""
         slacks = self.constraints.slacks(losses)
         lagrangian = losses[-1] + (self.multipliers.as_tensor(slacks) * slacks).sum()
         s = slacks.detach().to(torch.float64).cpu()
@@ -184,7 +188,7 @@ def objective_from_config(
     """
     if config is None:
         return Objective(per_sample_loss), None
-    constraints = DescentConstraints(config.alpha_for(depth), config.detach_previous)
+    constraints = DescentConstraints(config.alpha_for(depth), config.detach_previous, config.layers)
     objective = ConstrainedObjective(
         constraints,
         Multipliers(depth, config.dual_lr, config.resilient_rho),

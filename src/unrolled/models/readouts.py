@@ -118,6 +118,34 @@ class LogitLens:
     def _chunk_loss(self, h: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(self(h).float(), y, reduction="none")
 
+    def token_mean(
+        self, states: Tensor, labels: Tensor, fraction: float = 1.0, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The mean cross-entropy over the trained tokens (a scalar), exactly or from a random subset.
+
+        With ``fraction`` < 1, ``max(1, round(fraction · N))`` of the N trained tokens are drawn uniformly
+        without replacement (from ``generator``) and only they are read out: an unbiased estimate of the
+        exact mean, at that fraction of the readout's cost.
+        """
+        h, y, _ = self._targets(states, labels)
+        if y.numel() == 0:
+            return states.sum() * 0.0  # no trained token: a differentiable zero
+        if fraction < 1.0:
+            count = max(1, round(fraction * y.numel()))
+            pick = torch.randperm(y.numel(), generator=generator)[:count].to(y.device)
+            h, y = h[pick], y[pick]
+        grad = torch.is_grad_enabled() and h.requires_grad
+        total = h.new_zeros((), dtype=torch.float32)
+        for start in range(0, y.numel(), self.chunk_tokens):
+            hc, yc = h[start : start + self.chunk_tokens], y[start : start + self.chunk_tokens]
+            part = (
+                checkpoint(self._chunk_loss, hc, yc, use_reentrant=False)
+                if grad
+                else self._chunk_loss(hc, yc)
+            )
+            total = total + part.sum()
+        return total / y.numel()
+
     def token_losses(self, states: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Cross-entropy of every trained token, chunk by chunk: (losses ``[N]``, targets ``[N]``, rows ``[N]``).
 

@@ -66,62 +66,37 @@ class _ConstraintCallback(TrainerCallback):
             torch.save(self.trainer.objective.state_dict(), os.path.join(folder, CONSTRAINTS_FILE))
 
 
-class ConstrainedTrainer(Trainer):
-    """A ``Trainer`` for solvers: ERM on f_L (``constraints=None``) or the constrained Lagrangian.
+class ConstraintsMixin:
+    """What :class:`ConstrainedTrainer` and :class:`~unrolled.train.sft.ConstrainedSFTTrainer` share: the
+    objective and its dual steps, the layerwise logs, the multipliers in checkpoints and back on resume, and
+    train-time embedding noise. Call :meth:`_setup_constraints` after the Trainer's own ``__init__``."""
 
-    Args:
-        model: a module whose ``forward(**batch)`` returns a Trajectory (batches carry ``labels``).
-        constraints: the descent constraints and their dual ascent (None: ERM on the last layer).
-        per_sample_loss: ``(prediction, labels) -> [B]``; default: the model's ``per_sample_loss`` if it has
-            one, else the trajectory's fused ``state_loss`` (language models).
-        depth: the model's number of layers (default: read off the model).
-        heldout_batch: ``size -> (inputs, labels)``, a held-out constraint batch for ``dual_source: heldout``
-            (the same contract as the own-model loop; inputs a mapping of keyword tensors).
-        train_noise: a perturbation of the input embeddings while training (None: none).
-        noise_seed: the seed of that noise.
-        *args, **kwargs: everything ``transformers.Trainer`` takes.
-    """
+    objective: Objective
+    depth: int
 
-    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean; the Trainer divides by GA steps
-
-    def __init__(
+    def _setup_constraints(
         self,
-        *args: Any,
-        constraints: ConstraintConfig | None = None,
-        per_sample_loss: LossFn | None = None,
-        depth: int | None = None,
-        heldout_batch: Callable[[int], tuple[Any, Tensor]] | None = None,
-        train_noise: Perturbation | None = None,
-        noise_seed: int = 0,
-        **kwargs: Any,
+        constraints: ConstraintConfig | None,
+        depth: int,
+        per_sample_loss: LossFn | None,
+        heldout_batch: Callable[[int], tuple[Any, Tensor]] | None,
+        train_noise: Perturbation | None,
+        noise_seed: int,
     ) -> None:
-        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
-        if training_args is not None and training_args.ddp_find_unused_parameters is None:
-            # DDP's search for unused parameters walks the forward's output tensors; a Trajectory hides them, so
-            # every parameter would look unused (and then be reported ready twice). Every parameter of a solver
-            # gets a gradient through the last layer's readout: there is nothing to search for.
-            training_args.ddp_find_unused_parameters = False
-        super().__init__(*args, **kwargs)
-        model = self.model
-        loss = per_sample_loss or getattr(model, "per_sample_loss", None)
-        self.depth = depth or model_depth(model)
-        self.objective: Objective
+        self.depth = depth
         self.objective, self._heldout = objective_from_config(
-            constraints, self.depth, loss, None if heldout_batch is None else self._on_device(heldout_batch)
+            constraints,
+            depth,
+            per_sample_loss,
+            None if heldout_batch is None else self._on_device(heldout_batch),
         )
-        # A classifier's readout is a pooled vector and a linear layer: keeping it costs less than recomputing
-        # it, and a recomputed readout fires DDP's gradient hooks once per layer (language models recompute
-        # inside their own chunked loss instead)
-        self.objective.recompute_readouts = False  # type: ignore[attr-defined]
         self.constraints = constraints
         self.train_noise, self.noise_seed = train_noise, noise_seed
         self._layer_sums: Tensor | None = None
         self._layer_count = 0
         self._last_info: dict[str, Any] = {}
         self._dual_info: dict[str, Any] = {}
-        if "labels" not in (self.args.label_names or []):
-            self.label_names = ["labels"]
-        self.add_callback(_ConstraintCallback(self))
+        self.add_callback(_ConstraintCallback(self))  # type: ignore[attr-defined]
 
     def _on_device(
         self, heldout_batch: Callable[[int], tuple[Any, Tensor]]
@@ -138,31 +113,9 @@ class ConstrainedTrainer(Trainer):
         assert self._heldout is not None
         return self._heldout(self.model)
 
-    def compute_loss(
-        self,
-        model: nn.Module,
-        inputs: dict[str, Any],
-        return_outputs: bool = False,
-        num_items_in_batch: Any = None,
-    ) -> Tensor | tuple[Tensor, Any]:
-        """ERM on the last layer's readout, or f_L + Σ λ_l s_l over the layerwise losses."""
-        inputs = dict(inputs)
-        labels = inputs.pop("labels")
-        trajectory = model(**inputs)
-        loss, info = self.objective.loss(trajectory, labels)
-        if model.training:
-            self._record(trajectory, labels, info)
-        if return_outputs:
-            return loss, {"logits": trajectory.prediction()}
-        return loss
-
-    def _record(self, trajectory: Any, labels: Tensor, info: dict[str, Any]) -> None:
-        """Keep the layerwise losses for the next log (ERM reads them without a graph)."""
-        if "layer_losses" in info:
-            layers = torch.tensor(info["layer_losses"], dtype=torch.float64)
-        else:
-            with torch.no_grad():
-                layers = trajectory.layerwise_losses(labels, self.objective.per_sample_loss).double().cpu()
+    def _record(self, layers: Tensor, info: dict[str, Any]) -> None:
+        """Keep one micro-batch's layerwise losses ``[L + 1]`` (and the objective's report) for the next log."""
+        layers = layers.detach().double().cpu()
         self._layer_sums = layers if self._layer_sums is None else self._layer_sums + layers
         self._layer_count += 1
         self._last_info = info
@@ -205,3 +158,75 @@ class ConstrainedTrainer(Trainer):
         finally:
             if hook is not None:
                 hook.remove()
+
+
+class ConstrainedTrainer(ConstraintsMixin, Trainer):
+    """A ``Trainer`` for solvers: ERM on f_L (``constraints=None``) or the constrained Lagrangian.
+
+    Args:
+        model: a module whose ``forward(**batch)`` returns a Trajectory (batches carry ``labels``).
+        constraints: the descent constraints and their dual ascent (None: ERM on the last layer).
+        per_sample_loss: ``(prediction, labels) -> [B]``; default: the model's ``per_sample_loss`` if it has
+            one, else the trajectory's fused ``state_loss`` (language models).
+        depth: the model's number of layers (default: read off the model).
+        heldout_batch: ``size -> (inputs, labels)``, a held-out constraint batch for ``dual_source: heldout``
+            (the same contract as the own-model loop; inputs a mapping of keyword tensors).
+        train_noise: a perturbation of the input embeddings while training (None: none).
+        noise_seed: the seed of that noise.
+        *args, **kwargs: everything ``transformers.Trainer`` takes.
+    """
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean; the Trainer divides by GA steps
+
+    def __init__(
+        self,
+        *args: Any,
+        constraints: ConstraintConfig | None = None,
+        per_sample_loss: LossFn | None = None,
+        depth: int | None = None,
+        heldout_batch: Callable[[int], tuple[Any, Tensor]] | None = None,
+        train_noise: Perturbation | None = None,
+        noise_seed: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if training_args is not None and training_args.ddp_find_unused_parameters is None:
+            # DDP's search for unused parameters walks the forward's output tensors; a Trajectory hides them, so
+            # every parameter would look unused (and then be reported ready twice). Every parameter of a solver
+            # gets a gradient through the last layer's readout: there is nothing to search for.
+            training_args.ddp_find_unused_parameters = False
+        super().__init__(*args, **kwargs)
+        model = self.model
+        loss = per_sample_loss or getattr(model, "per_sample_loss", None)
+        self._setup_constraints(
+            constraints, depth or model_depth(model), loss, heldout_batch, train_noise, noise_seed
+        )
+        # A classifier's readout is a pooled vector and a linear layer: keeping it costs less than recomputing
+        # it, and a recomputed readout fires DDP's gradient hooks once per layer (language models recompute
+        # inside their own chunked loss instead)
+        self.objective.recompute_readouts = False  # type: ignore[attr-defined]
+        if "labels" not in (self.args.label_names or []):
+            self.label_names = ["labels"]
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Tensor | tuple[Tensor, Any]:
+        """ERM on the last layer's readout, or f_L + Σ λ_l s_l over the layerwise losses."""
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        trajectory = model(**inputs)
+        loss, info = self.objective.loss(trajectory, labels)
+        if model.training:
+            if "layer_losses" in info:
+                layers = torch.tensor(info["layer_losses"], dtype=torch.float64)
+            else:  # ERM: read the other layers without a graph, for the logs
+                with torch.no_grad():
+                    layers = trajectory.layerwise_losses(labels, self.objective.per_sample_loss)
+            self._record(layers, info)
+        if return_outputs:
+            return loss, {"logits": trajectory.prediction()}
+        return loss

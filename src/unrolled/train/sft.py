@@ -1,0 +1,208 @@
+"""Constrained supervised fine-tuning of causal LMs, in TRL's conventions.
+
+:class:`ConstrainedSFTConfig` is ``trl.SFTConfig`` plus the constraint fields; :class:`ConstrainedSFTTrainer`
+is ``trl.SFTTrainer`` with ``compute_loss`` overridden. A TRL user swaps the two classes in an existing script:
+
+    trainer = ConstrainedSFTTrainer(model=model, args=ConstrainedSFTConfig(..., constraint_alpha=0.1),
+                                    train_dataset=dataset, peft_config=lora)
+
+The loss is SFTTrainer's own (the last layer, TRL's masks and normalisation, its metrics) plus Σ λ_l s_l, with
+s_l = f_l − (1 − α_l) f_{l−1} and f_l the token cross-entropy of layer l read out by the logit lens (the final
+norm and LM head on every layer) on the tokens SFT trains on. The intermediate states are taken by forward
+hooks during TRL's own forward, so the last layer is exactly SFTTrainer's, and with every λ at 0 so is the
+gradient. Intermediate readouts are chunked and recomputed in backward (no ``[L, B, T, V]``), and may be
+read on a random ``readout_token_fraction`` of the trained tokens (an unbiased estimate; the last layer is
+always read on all of them). The constraints, multipliers, dual steps, logs and checkpoints are those of
+:class:`~unrolled.train.hf.ConstrainedTrainer`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from trl import SFTConfig, SFTTrainer
+
+from unrolled.constrained.config import ConstraintConfig
+from unrolled.models.hf import decoder_layers, logit_lens
+from unrolled.perturb import Perturbation
+from unrolled.seeding import derive_seed
+from unrolled.train.hf import ConstraintsMixin
+
+
+@dataclass
+class ConstrainedSFTConfig(SFTConfig):
+    """``SFTConfig`` plus the layerwise descent constraints (``constraint_alpha=None`` is plain SFT)."""
+
+    constraint_alpha: float | None = field(
+        default=0.1, metadata={"help": "α of every constraint f_l <= (1 - α) f_(l-1); None: plain SFT."}
+    )
+    constraint_alphas: list[float] | None = field(
+        default=None, metadata={"help": "One α per layer (overrides)."}
+    )
+    constrained_layers: list[int] | None = field(
+        default=None, metadata={"help": "The layers (1..L) that carry a constraint; default all."}
+    )
+    dual_lr: float = field(default=1.0, metadata={"help": "Dual step size η_λ."})
+    dual_every: int = field(default=1, metadata={"help": "Optimizer steps between dual steps."})
+    resilient_rho: float | None = field(
+        default=None, metadata={"help": "Resilience ρ > 1 (None: projected)."}
+    )
+    detach_previous: bool = field(default=True, metadata={"help": "Stop gradients through f_(l-1) in s_l."})
+    readout_token_fraction: float = field(
+        default=1.0, metadata={"help": "Share of trained tokens the intermediate layers are read out on."}
+    )
+    readout_chunk_tokens: int = field(default=1024, metadata={"help": "Tokens per chunk of the logit lens."})
+    embedding_noise: str | None = field(
+        default=None, metadata={"help": "Train-time noise on the token embeddings: 'gaussian' or 'uniform'."}
+    )
+    embedding_noise_gamma: float = field(default=0.0, metadata={"help": "Its level γ."})
+    embedding_noise_sigma: float | None = field(
+        default=None, metadata={"help": "σ of the Gaussian noise (None: each batch's own std)."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.readout_token_fraction <= 1:
+            raise ValueError(f"readout_token_fraction must be in (0, 1], got {self.readout_token_fraction}")
+        if self.embedding_noise not in (None, "gaussian", "uniform"):
+            raise ValueError(
+                f"embedding_noise must be 'gaussian', 'uniform' or None, got {self.embedding_noise!r}"
+            )
+        self.constraint_config()  # validate the constraint fields now, with their names
+
+    def constraint_config(self) -> ConstraintConfig | None:
+        """The library's :class:`ConstraintConfig` of these fields (None: plain SFT)."""
+        if self.constraint_alpha is None and self.constraint_alphas is None:
+            return None
+        from unrolled.config import from_dict
+
+        return from_dict(
+            ConstraintConfig,
+            {
+                "alpha": 0.0 if self.constraint_alpha is None else self.constraint_alpha,
+                "alphas": self.constraint_alphas,
+                "layers": self.constrained_layers,
+                "dual_lr": self.dual_lr,
+                "dual_every": self.dual_every,
+                "resilient_rho": self.resilient_rho,
+                "detach_previous": self.detach_previous,
+            },
+            "ConstrainedSFTConfig",
+        )
+
+    def train_noise(self) -> Perturbation | None:
+        if self.embedding_noise is None or self.embedding_noise_gamma == 0:
+            return None
+        return Perturbation(self.embedding_noise, self.embedding_noise_gamma, 0.0, self.embedding_noise_sigma)  # type: ignore[arg-type]
+
+
+def _language_model(model: nn.Module) -> Any:
+    """The causal LM inside DDP, FSDP or PEFT wrappers (its layers are the wrapped model's own modules)."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+class ConstrainedSFTTrainer(ConstraintsMixin, SFTTrainer):
+    """``SFTTrainer`` whose loss adds Σ λ_l s_l over the logit-lens losses of every layer (module docstring)."""
+
+    args: ConstrainedSFTConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.args
+        if not isinstance(config, ConstrainedSFTConfig):
+            raise TypeError(
+                f"ConstrainedSFTTrainer needs a ConstrainedSFTConfig, got {type(config).__name__}"
+            )
+        lm = _language_model(self.model)
+        depth = lm.config.num_hidden_layers
+        self._setup_constraints(
+            config.constraint_config(),
+            depth,
+            None,
+            None,
+            config.train_noise(),
+            derive_seed(config.seed, "noise"),
+        )
+        self.lens = logit_lens(lm, config.readout_chunk_tokens)
+        self._layers = decoder_layers(lm)
+
+    def _capture(self, states: list[Tensor]) -> list[Any]:
+        """Hooks that collect state 0 (the input of layer 1) and the outputs of layers 1..L−1."""
+        handles = [
+            self._layers[0].register_forward_pre_hook(
+                lambda _m, args, kwargs: states.append(args[0] if args else kwargs["hidden_states"]),
+                with_kwargs=True,
+            )
+        ]
+        for layer in self._layers[:-1]:
+            handles.append(
+                layer.register_forward_hook(
+                    lambda _m, _a, out: states.append(out[0] if isinstance(out, tuple) else out)
+                )
+            )
+        return handles
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Tensor | tuple[Tensor, Any]:
+        """SFTTrainer's loss, plus Σ λ_l s_l over the layerwise token cross-entropies."""
+        if not self.objective.constrained:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        states: list[Tensor] = []
+        handles = self._capture(states)
+        try:  # TRL's forward and loss; the hooks keep states 0..L-1 on the way
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            for h in handles:
+                h.remove()
+        loss = result[0] if return_outputs else result
+        labels = inputs["labels"]
+        trained = (labels[:, 1:] != -100).sum().clamp(min=1)  # this micro-batch's trained tokens
+        last = loss * (
+            self._denominator(num_items_in_batch, trained) / trained
+        )  # f_L as a token mean, with grad
+        fraction = self.args.readout_token_fraction if model.training else 1.0
+        self._draws = (
+            getattr(self, "_draws", 0) + 1
+        )  # a new subset of tokens for every micro-batch, reproducibly
+        gen = torch.Generator().manual_seed(
+            derive_seed(self.args.seed, "readout", self.state.global_step, self._draws)
+        )
+        layers = [self.lens.token_mean(s, labels, fraction, gen) for s in states[: self.depth]]
+        losses = torch.stack([*layers, last.float()])
+        lagrangian, info = self.objective.lagrangian(losses)  # type: ignore[attr-defined]
+        extra = lagrangian - losses[-1]  # Σ λ_l s_l, a per-micro-batch mean
+        if self._loss_is_scaled(
+            num_items_in_batch
+        ):  # SFTTrainer's loss already sums over accumulated micro-batches
+            extra = extra / self.current_gradient_accumulation_steps
+        if model.training:
+            self._record(losses, info)
+        total = loss + extra.to(loss.dtype)
+        return (total, result[1]) if return_outputs else total
+
+    def _denominator(self, num_items_in_batch: Any, trained: Tensor) -> Tensor:
+        """What SFTTrainer divided the summed token losses by, over its cross-device multiplier: loss times this
+        is the micro-batch's summed token loss."""
+        if num_items_in_batch is None:
+            return trained.to(torch.float32)
+        denom = torch.as_tensor(num_items_in_batch, device=trained.device).to(torch.float32)
+        if self.args.average_tokens_across_devices:
+            denom = denom / (self.accelerator.num_processes // self.get_tp_size())
+        return denom
+
+    def _loss_is_scaled(self, num_items_in_batch: Any) -> bool:
+        scaled = self.loss_is_scaled_for_ga
+        if scaled is None:
+            scaled = bool(self.model_accepts_loss_kwargs and num_items_in_batch is not None)
+        return scaled
