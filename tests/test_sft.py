@@ -194,7 +194,9 @@ def test_uniform_noise_has_trls_neftune_scale():
     ours = Perturbation("uniform", 5.0).noise(clean, torch.Generator().manual_seed(0))
     bound = 5.0 / (30 * 64) ** 0.5
     for eps in (theirs, ours):
-        assert float(eps.detach().abs().max()) <= bound + 1e-7 and float(eps.detach().abs().max()) > 0.99 * bound
+        assert (
+            float(eps.detach().abs().max()) <= bound + 1e-7 and float(eps.detach().abs().max()) > 0.99 * bound
+        )
         assert abs(float(eps.abs().mean()) - bound / 2) < 0.02 * bound  # uniform on [-bound, bound]
 
 

@@ -113,7 +113,7 @@ def toy():
 
 def test_unknown_kinds_are_named_until_registered(tmp_path, capsys):
     with pytest.raises(
-        ConfigError, match=r"task\.kind: unknown kind 'toy'; one of audit, regression, text, video"
+        ConfigError, match=r"task\.kind: unknown kind 'toy'; one of audit, regression, sft, text, video"
     ):
         get_family("toy")
     path = tmp_path / "toy.yaml"

@@ -26,6 +26,7 @@ BUILTIN: dict[str, str] = {
     "video": "unrolled.experiments.denoising",
     "text": "unrolled.experiments.text",
     "audit": "unrolled.experiments.audit",
+    "sft": "unrolled.experiments.sft",
 }
 """The built-in families: ``task.kind`` -> the module that registers it."""
 

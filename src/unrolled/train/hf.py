@@ -21,6 +21,7 @@ integrations, checkpoints and ``resume_from_checkpoint``.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -33,10 +34,15 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from unrolled.constrained.config import ConstraintConfig
 from unrolled.constrained.objective import Objective, objective_from_config
 from unrolled.perturb import EmbeddingNoise, Perturbation
+from unrolled.seeding import derive_seed
 from unrolled.trajectory import LossFn
 
 CONSTRAINTS_FILE = "constraints.pt"
 """The objective's state inside each Trainer checkpoint folder."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 
 def model_depth(model: nn.Module) -> int:
@@ -54,6 +60,12 @@ class _ConstraintCallback(TrainerCallback):
 
     def __init__(self, trainer: ConstrainedTrainer) -> None:
         self.trainer = trainer
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # the train-time noise of step k comes from a stream seeded by k: a resumed run draws what it would have
+        gen = getattr(self.trainer, "_noise_generator", None)
+        if gen is not None:
+            gen.manual_seed(derive_seed(self.trainer.noise_seed, "step", state.global_step))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         info = self.trainer.objective.after_step(state.global_step, self.trainer.heldout_slack)
@@ -134,6 +146,19 @@ class ConstraintsMixin:
                     logs[f"slack/{l}"] = v
         super().log(logs, *args, **kwargs)
 
+    def training_step(self, model: nn.Module, inputs: Any, *args: Any, **kwargs: Any) -> Tensor:
+        """``Trainer.training_step``; a non-finite loss stops the run before the step is taken or saved."""
+        loss = super().training_step(model, inputs, *args, **kwargs)  # type: ignore[misc]
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None  # type: ignore[attr-defined]
+            kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+            raise NonFiniteLossError(
+                f"the training loss is {value} at step {self.state.global_step + 1} (before the optimizer "  # type: ignore[attr-defined]
+                f"step); {kept}. Lower the learning rate, or check the data and the noise level."
+            )
+        return loss
+
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """``Trainer.train``, restoring the multipliers too when resuming; train-time embedding noise on."""
         if resume_from_checkpoint is True:
@@ -151,8 +176,8 @@ class ConstraintsMixin:
         hook = None
         if self.train_noise is not None:
             embeddings = self.model.get_input_embeddings()
-            generator = torch.Generator().manual_seed(self.noise_seed)
-            hook = EmbeddingNoise(embeddings, self.train_noise, "train", generator)
+            self._noise_generator = torch.Generator().manual_seed(self.noise_seed)  # reseeded every step
+            hook = EmbeddingNoise(embeddings, self.train_noise, "train", self._noise_generator)
         try:
             return super().train(resume_from_checkpoint, *args, **kwargs)
         finally:

@@ -172,12 +172,11 @@ class ConstrainedSFTTrainer(ConstraintsMixin, SFTTrainer):
             self._denominator(num_items_in_batch, trained) / trained
         )  # f_L as a token mean, with grad
         fraction = self.args.readout_token_fraction if model.training else 1.0
-        self._draws = (
-            getattr(self, "_draws", 0) + 1
-        )  # a new subset of tokens for every micro-batch, reproducibly
-        gen = torch.Generator().manual_seed(
-            derive_seed(self.args.seed, "readout", self.state.global_step, self._draws)
-        )
+        # a new subset of tokens for every micro-batch, reproducibly (and the same after a resume)
+        step = self.state.global_step
+        self._draws = self._draws + 1 if getattr(self, "_draw_step", None) == step else 0
+        self._draw_step = step
+        gen = torch.Generator().manual_seed(derive_seed(self.args.seed, "readout", step, self._draws))
         layers = [self.lens.token_mean(s, labels, fraction, gen) for s in states[: self.depth]]
         losses = torch.stack([*layers, last.float()])
         lagrangian, info = self.objective.lagrangian(losses)  # type: ignore[attr-defined]

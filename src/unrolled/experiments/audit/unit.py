@@ -21,7 +21,7 @@ from torch import Tensor
 from unrolled.constrained.descent import violation_share
 from unrolled.experiments.audit.config import AuditExperiment, AuditTask
 from unrolled.experiments.family import Unit, UnitContext
-from unrolled.experiments.text.unit import quiet_transformers
+from unrolled.experiments.hf_progress import quiet_transformers
 from unrolled.models.hf import EncoderSolver, LanguageModelSolver, load_model, load_tokenizer, resolve_model
 from unrolled.models.readouts import IGNORE_INDEX
 from unrolled.tasks.text import (

@@ -14,18 +14,17 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import PrinterCallback, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from unrolled.constrained.descent import violation_share
 from unrolled.experiments.family import Unit, UnitContext
+from unrolled.experiments.hf_progress import UnitProgress, quiet_transformers
 from unrolled.experiments.text.config import HFEncoderMethod, TextExperiment, UTTextMethod
 from unrolled.experiments.text.data import TextSeedData, embedding_sigma, tokenizer_of
 from unrolled.models.hf import EncoderSolver, load_model
@@ -33,26 +32,10 @@ from unrolled.models.text_classifier import UTTextClassifier
 from unrolled.perturb import EmbeddingNoise, Perturbation
 from unrolled.seeding import derive_seed, generator
 from unrolled.tasks.text.tokenize import EncodedDataset, batches
-from unrolled.train.checkpoint import atomic_write_text, save_checkpoint
+from unrolled.train.checkpoint import atomic_write_text
 from unrolled.train.hf import ConstrainedTrainer
 
 Method = HFEncoderMethod | UTTextMethod
-
-
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """``transformers`` logs errors only and draws no progress bars inside the block (the runner has its own)."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def tokenizer_model(method: Method) -> str:
@@ -91,46 +74,6 @@ def build(method: Method, num_labels: int, seed: int) -> nn.Module:
     )
 
 
-class _UnitProgress(TrainerCallback):
-    """The Trainer's steps, logs and checkpoints, reported to the runner."""
-
-    def __init__(self, ctx: UnitContext) -> None:
-        self.ctx = ctx
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.ctx.on_step(state.global_step)
-
-    def on_log(
-        self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any
-    ) -> None:
-        if not logs or "loss" not in logs or not state.is_world_process_zero:
-            return
-        layers = [
-            logs[k]
-            for k in sorted(
-                (k for k in logs if k.startswith("layer_loss/")), key=lambda k: int(k.split("/")[1])
-            )
-        ]
-        record: dict[str, Any] = {
-            "step": state.global_step,
-            "loss": logs["loss"],
-            "lr": logs.get("learning_rate"),
-        }
-        if layers:
-            record["layer_losses"] = layers
-        lam = [logs[f"multiplier/{l}"] for l in range(1, len(layers)) if f"multiplier/{l}" in logs]
-        if lam:
-            record["multipliers"] = lam
-        self.ctx.log_metrics(record)
-
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if (
-            state.is_world_process_zero
-        ):  # the unit's checkpoint record: which Trainer checkpoint, at which step
-            folder = str(Path(args.output_dir) / f"checkpoint-{state.global_step}")
-            save_checkpoint(self.ctx.checkpoint, {"step": state.global_step, "trainer_checkpoint": folder})
-
-
 def train_solver(unit: Unit, solver: nn.Module, data: TextSeedData, ctx: UnitContext, sigma: float) -> Any:
     """Fine-tune ``solver`` with the Trainer (ERM or constrained); resumes from the last Trainer checkpoint."""
     cfg: TextExperiment = ctx.cfg  # type: ignore[assignment]
@@ -156,7 +99,7 @@ def train_solver(unit: Unit, solver: nn.Module, data: TextSeedData, ctx: UnitCon
     trainer.remove_callback(
         PrinterCallback
     )  # the runner has its own progress bar; the logs go to metrics.jsonl
-    trainer.add_callback(_UnitProgress(ctx))
+    trainer.add_callback(UnitProgress(ctx))
     result = trainer.train(resume_from_checkpoint=resume)
     return trainer, result
 

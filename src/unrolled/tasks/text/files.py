@@ -29,7 +29,16 @@ from typing import Any
 
 from unrolled.carriers import DataNotFoundError
 
-__all__ = ["FILE_SUFFIXES", "TextDataError", "TextRecord", "encode_labels", "read_table"]
+__all__ = [
+    "FILE_SUFFIXES",
+    "TextDataError",
+    "TextRecord",
+    "decode_text",
+    "encode_labels",
+    "json_rows",
+    "jsonl_rows",
+    "read_table",
+]
 
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet")
 """File suffixes :func:`read_table` reads (case-insensitive)."""
@@ -152,7 +161,7 @@ def encode_labels(
     return tuple(index[str(v).strip()] for v in values), names
 
 
-def _decode(path: Path) -> str:
+def decode_text(path: Path) -> str:
     """The file's text; not UTF-8 -> TextDataError with the line and byte offset of the first bad byte."""
     data = path.read_bytes()
     try:
@@ -195,7 +204,7 @@ def _header_columns(text: str, delimiter: str) -> list[str]:
     return next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting), [])
 
 
-def _jsonl(path: Path, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def jsonl_rows(path: Path, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
     # split on "\n" only: JSON strings may hold U+2028 and other characters str.splitlines() breaks on
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -211,7 +220,7 @@ def _jsonl(path: Path, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"line {number}", obj
 
 
-def _json(path: Path, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def json_rows(path: Path, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -296,13 +305,13 @@ def read_table(
     if suffix == ".parquet":
         rows = _parquet(path, columns)
     else:
-        text = _decode(path)
+        text = decode_text(path)
         if suffix in (".csv", ".tsv"):
             delimiter = "," if suffix == ".csv" else "\t"
             _check_columns(path, columns, _header_columns(text, delimiter), "line 1")
             rows = _delimited(path, text, delimiter)
         else:
-            rows = _jsonl(path, text) if suffix in (".jsonl", ".ndjson") else _json(path, text)
+            rows = jsonl_rows(path, text) if suffix in (".jsonl", ".ndjson") else json_rows(path, text)
     records = []
     for where, row in rows:
         if suffix in (".jsonl", ".ndjson", ".json"):

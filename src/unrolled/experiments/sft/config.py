@@ -1,0 +1,174 @@
+"""The config of constrained-SFT experiments: the data and model, the methods, training, noise, the win rate."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from unrolled.config import Bool, ConfigModel, Float, Int, Str
+from unrolled.constrained.config import ConstraintConfig
+from unrolled.experiments.config import ExperimentConfig
+from unrolled.perturb import PerturbationConfig
+from unrolled.tasks.instruct.data import InstructDataConfig
+from unrolled.validation import check
+
+PositiveInt = Annotated[Int, Field(ge=1)]
+Positive = Annotated[Float, Field(gt=0)]
+Gamma = Annotated[Float, Field(ge=0)]
+
+SFT_GAMMAS = (0.0, 0.5, 1.0, 1.5)
+"""The paper's test grid for eval token accuracy (Porras-Valenzuela, Hadou & Ribeiro, Sec. 5.3)."""
+
+WINRATE_UNIT = "winrate"
+"""The method name of the judging units (in ``metrics.jsonl`` and unit records); no method may take it."""
+
+
+class SFTTaskConfig(InstructDataConfig):
+    """The instructions (:class:`~unrolled.tasks.instruct.InstructDataConfig`), the base model, the length.
+
+    ``model``: an offline alias (``smollm2-135m-instruct``, see ``unrolled models``), a local folder or a
+    hub name (``meta-llama/Llama-3.1-8B``). ``max_length``: tokens per example after the chat template
+    (longer ones are truncated by TRL and counted in the report).
+    """
+
+    kind: Literal["sft"] = "sft"
+    model: Str = "smollm2-135m-instruct"
+    max_length: Annotated[Int, Field(ge=8)] = 256
+
+
+class LoraSettings(ConfigModel):
+    """LoRA adapters through PEFT (``peft.LoraConfig``): rank, scale, dropout, the modules they wrap."""
+
+    r: PositiveInt = 16
+    alpha: Positive = 32.0
+    dropout: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+    target_modules: Annotated[tuple[Str, ...], Field(min_length=1)] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+
+
+class SFTMethod(ConfigModel):
+    """One way to fine-tune: ERM (no ``constraints``) or under layerwise descent constraints.
+
+    ``readout_token_fraction`` < 1 reads the intermediate layers out on that random share of the trained
+    tokens each step (an unbiased estimate; the last layer always on all). ``lr`` overrides ``train.lr``.
+    """
+
+    name: Str
+    label: Str | None = None
+    constraints: ConstraintConfig | None = None
+    readout_token_fraction: Annotated[Float, Field(gt=0, le=1)] = 1.0
+    lr: Positive | None = None
+
+
+class SFTTrainConfig(ConfigModel):
+    """Training through ``ConstrainedSFTTrainer`` (``SFTConfig`` keys): ``steps`` optimizer steps of
+    ``batch_size`` × ``gradient_accumulation`` examples; ``lora: null`` is full fine-tuning."""
+
+    steps: PositiveInt = 200
+    batch_size: PositiveInt = 8
+    gradient_accumulation: PositiveInt = 1
+    eval_batch_size: PositiveInt = 16
+    lr: Positive = 2e-4
+    weight_decay: Annotated[Float, Field(ge=0)] = 0.0
+    warmup_ratio: Annotated[Float, Field(ge=0, lt=1)] = 0.05
+    schedule: Literal["linear", "cosine", "constant"] = "cosine"
+    max_grad_norm: Positive = 1.0
+    lora: LoraSettings | None = LoraSettings()
+    gradient_checkpointing: Bool = False
+    bf16: Bool = False
+    readout_chunk_tokens: PositiveInt = 1024
+    log_every: PositiveInt = 10
+    checkpoint_every: PositiveInt = 50
+
+
+class SFTPerturbationConfig(PerturbationConfig):
+    """Noise on the token embeddings: Gaussian γσ (σ: the std of the base model's token embeddings over the
+    training tokens, measured once) or NEFTune-scaled uniform noise; ``train_gamma`` while training, every
+    ``test_gammas`` level at evaluation."""
+
+    train_gamma: Gamma = 0.5
+    target: Literal["embedding"] = "embedding"
+    test_gammas: Annotated[tuple[Gamma, ...], Field(min_length=1)] = SFT_GAMMAS
+
+
+class JudgeConfig(ConfigModel):
+    """A pairwise judge (docs/JUDGES.md): ``reference`` (MiniLM similarity to the reference answer, offline),
+    ``local`` (a Hugging Face causal LM, ``model`` an alias, folder or hub name) or ``openai`` (an
+    OpenAI-compatible endpoint at ``base_url`` serving ``model``; the key from ``OPENAI_API_KEY``)."""
+
+    kind: Literal["reference", "local", "openai"] = "reference"
+    model: Str | None = None
+    base_url: Str | None = None
+    timeout: Positive = 30.0
+    max_retries: Annotated[Int, Field(ge=0)] = 3
+
+    @model_validator(mode="after")
+    def _needs(self) -> JudgeConfig:
+        if self.kind in ("local", "openai"):
+            check(self.model is not None, "model", f"a {self.kind} judge needs a model")
+        if self.kind == "openai":
+            check(self.base_url is not None, "base_url", "an openai judge needs the endpoint's base_url")
+        return self
+
+
+class WinRateConfig(ConfigModel):
+    """Greedy generation from every method on the win-rate prompts at each of ``gammas``, then each pair
+    judged in both orders against the ``baseline`` method (default: the first method without constraints)."""
+
+    gammas: Annotated[tuple[Gamma, ...], Field(min_length=1)] = (0.0, 1.5)
+    max_new_tokens: PositiveInt = 64
+    batch_size: PositiveInt = 16
+    baseline: Str | None = None
+    judges: Annotated[tuple[JudgeConfig, ...], Field(min_length=1)] = (JudgeConfig(),)
+    confidence: Annotated[Float, Field(gt=0, lt=1)] = 0.95
+
+
+class SFTExperiment(ExperimentConfig):
+    """Constrained against ERM SFT of a causal LM with perturbed token embeddings (the paper's Sec. 5.3).
+
+    Each method fine-tunes the base model (LoRA or full) with train-time noise; then eval token accuracy,
+    the logit-lens loss of every layer and the share of non-descending layers at each test γ, and responses
+    on the win-rate prompts. A last phase judges every method against the baseline. ``published`` holds the
+    paper's token accuracy per method keyed by γ; ``published_winrate`` its win rate keyed by γ.
+    """
+
+    task: SFTTaskConfig = SFTTaskConfig()
+    methods: Annotated[tuple[SFTMethod, ...], Field(min_length=1)]
+    train: SFTTrainConfig = SFTTrainConfig()
+    perturbation: SFTPerturbationConfig = SFTPerturbationConfig()
+    winrate: WinRateConfig | None = WinRateConfig()
+    published: dict[Str, dict[float, Float]] | None = None
+    published_winrate: dict[float, Float] | None = None
+
+    @model_validator(mode="after")
+    def _baseline(self) -> SFTExperiment:
+        names = [m.name for m in self.methods]
+        check(WINRATE_UNIT not in names, "methods", f"{WINRATE_UNIT!r} is the name of the judging units")
+        if self.winrate is None:
+            return self
+        if self.winrate.baseline is not None:
+            check(
+                self.winrate.baseline in names,
+                "winrate.baseline",
+                f"no method named {self.winrate.baseline!r}",
+            )
+        else:
+            check(
+                any(m.constraints is None for m in self.methods),
+                "winrate.baseline",
+                "name the baseline method (no method without constraints to default to)",
+            )
+        check(len(names) >= 2, "winrate", "a win rate needs at least two methods (or set winrate: null)")
+        return self
+
+    def baseline(self) -> str:
+        assert self.winrate is not None
+        return self.winrate.baseline or next(m.name for m in self.methods if m.constraints is None)

@@ -1,0 +1,98 @@
+"""Eval token accuracy and the logit-lens loss of every layer, at each test noise level.
+
+The batches are the trainer's own eval batches (TRL's collator: its completion masks and padding), and the
+accuracy is TRL's ``mean_token_accuracy``: the share of trained next tokens that the last layer's argmax
+predicts, over all of them. The loss of layer l is the token cross-entropy of the logit lens (final norm and
+LM head) on the state after layer l, l = 0..L, on the same tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from unrolled.constrained.descent import violation_share
+from unrolled.models.hf import decoder_layers, logit_lens
+from unrolled.perturb import EmbeddingNoise, Perturbation
+from unrolled.seeding import generator
+from unrolled.train.sft import _language_model
+
+__all__ = ["evaluate_tokens"]
+
+
+def _hooks(layers: Any, states: list[Tensor]) -> list[Any]:
+    handles = [
+        layers[0].register_forward_pre_hook(
+            lambda _m, args, kwargs: states.append(args[0] if args else kwargs["hidden_states"]),
+            with_kwargs=True,
+        )
+    ]
+    for layer in layers:
+        handles.append(
+            layer.register_forward_hook(
+                lambda _m, _a, out: states.append(out[0] if isinstance(out, tuple) else out)
+            )
+        )
+    return handles
+
+
+@torch.no_grad()
+def evaluate_tokens(
+    trainer: Any, noise: Perturbation, gammas: tuple[float, ...], seed: int
+) -> dict[str, dict[str, Any]]:
+    """Per test γ: ``token_accuracy``, ``loss`` (the last layer's), ``layer_loss`` ``[L + 1]``,
+    ``violation_share``, and the number of ``tokens`` scored.
+
+    The eval set is the trainer's own (TRL has tokenised it with the chat template and built its masks). The
+    noise at each γ comes from its own seeded generator, so every method sees the same draws.
+    """
+    model = trainer.model
+    model.eval()
+    lm = _language_model(model)
+    lens = logit_lens(
+        lm, trainer.args.readout_chunk_tokens if hasattr(trainer.args, "readout_chunk_tokens") else 1024
+    )
+    layers = decoder_layers(lm)
+    loader = trainer.get_eval_dataloader()  # TRL's processed eval set and collator
+    out: dict[str, dict[str, Any]] = {}
+    for gamma in gammas:
+        g = generator(seed, "sft-test-noise", gamma)
+        sums: Tensor | None = None
+        correct = total = 0
+        with EmbeddingNoise(model.get_input_embeddings(), noise.with_gamma(gamma), "test", g):
+            for batch in loader:
+                batch = trainer._prepare_inputs(batch)
+                labels = batch["labels"]
+                states: list[Tensor] = []
+                handles = _hooks(layers, states)
+                try:
+                    forward = {
+                        k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")
+                    }
+                    logits = model(**forward).logits
+                finally:
+                    for h in handles:
+                        h.remove()
+                shift_labels = labels[:, 1:]
+                mask = shift_labels != -100
+                n = int(mask.sum())
+                if n == 0:
+                    continue
+                pred = logits[:, :-1].argmax(dim=-1)
+                correct += int(((pred == shift_labels) & mask).sum())
+                total += n
+                # states: input of layer 1, outputs of layers 1..L (the last one before the final norm)
+                per_layer = torch.stack([lens.token_mean(s, labels).double() * n for s in states])
+                sums = per_layer if sums is None else sums + per_layer
+        assert sums is not None and total > 0, "no trained token in the eval set"
+        layer_loss = (sums / total).cpu()
+        out[str(gamma)] = {
+            "token_accuracy": correct / total,
+            "loss": float(layer_loss[-1]),
+            "layer_loss": [float(v) for v in layer_loss],
+            "violation_share": violation_share(layer_loss),
+            "tokens": total,
+        }
+    return out

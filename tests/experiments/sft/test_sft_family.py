@@ -1,0 +1,181 @@
+"""The SFT family end to end on a tiny Llama saved to disk, and its parts against TRL and transformers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from tests.experiments.sft.conftest import make_tokenizer
+from unrolled.config import from_dict
+from unrolled.experiments import ExperimentConfig, run_experiment
+
+
+def tiny_config(model, data, **changes) -> ExperimentConfig:
+    cfg = {
+        "name": "tiny_sft",
+        "seeds": [0],
+        "task": {"kind": "sft", "source": str(data), "model": str(model), "max_length": 64,
+                 "eval_instructions": 3, "winrate_prompts": 3},
+        "train": {"steps": 4, "batch_size": 4, "lr": 0.01, "log_every": 1, "checkpoint_every": 2,
+                  "eval_batch_size": 4, "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+        "perturbation": {"train_gamma": 0.5, "test_gammas": [0.0, 1.5]},
+        "winrate": {"gammas": [0.0, 1.5], "max_new_tokens": 6, "batch_size": 2, "judges": [{"kind": "reference"}]},
+        "methods": [
+            {"name": "erm"},
+            {"name": "con", "constraints": {"alpha": 0.1, "dual_lr": 1.0}, "readout_token_fraction": 0.5},
+        ],
+    }  # fmt: skip
+    cfg.update(changes)
+    return from_dict(ExperimentConfig, cfg)
+
+
+def test_sft_run_trains_tests_generates_and_judges(tmp_path, tiny_chat_model, instruction_file):
+    from unrolled.carriers import minilm_path
+
+    try:
+        minilm_path()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    out = tmp_path / "run"
+    results = run_experiment(
+        tiny_config(tiny_chat_model, instruction_file), out, progress=False, log=lambda _: None
+    )
+    assert results["data"] == {"train": 6, "eval": 3, "winrate": 3}
+    assert results["truncated"]["train"]["truncated"] == 0
+    for name in ("erm", "con"):
+        m = results["methods"][name]
+        assert all(0.0 <= a <= 1.0 for a in m["token_accuracy_mean"])
+        assert len(m["layer_loss_mean"]["0.0"]) == 4 and all(
+            math.isfinite(v) for v in m["layer_loss_mean"]["1.5"]
+        )
+        assert (out / "models" / name / "seed0" / "adapter_config.json").exists()  # a PEFT adapter
+        saved = json.loads((out / "generations" / name / "seed0.json").read_text())
+        assert set(saved["gammas"]) == {"0.0", "1.5"} and len(saved["gammas"]["0.0"]) == 3
+        export = json.loads((out / "alpaca_eval" / "seed0" / f"{name}_gamma1.5.json").read_text())
+        assert [set(r) for r in export] == [{"instruction", "output", "generator", "dataset"}] * 3
+    assert len(results["methods"]["con"]["multipliers_per_seed"][0]) == 3
+    assert "multipliers_per_seed" not in results["methods"]["erm"]
+    rows = results["winrates"]
+    assert [(w["method"], w["baseline"], w["gamma"]) for w in rows] == [
+        ("con", "erm", 0.0),
+        ("con", "erm", 1.5),
+    ]
+    for w in rows:
+        assert w["judge"] == "reference:all-MiniLM-L6-v2" and w["n"] == 3 and w["failures"] == 0
+        assert 0.0 <= w["rate_mean"] <= 1.0 and w["wins"] + w["ties"] + w["losses"] == 3
+    report = (out / "report.md").read_text()
+    assert "Win rate against the baseline" in report and "reference:all-MiniLM-L6-v2" in report
+    assert not (out / "checkpoints" / "con" / "seed0").exists()
+
+
+def test_an_interrupted_sft_run_resumes_with_its_multipliers(tmp_path, tiny_chat_model, instruction_file):
+    cfg = tiny_config(tiny_chat_model, instruction_file, winrate=None, methods=[
+        {"name": "con", "constraints": {"alpha": 0.1, "dual_lr": 1.0}}])  # fmt: skip
+    ref = run_experiment(cfg, tmp_path / "ref", progress=False, log=lambda _: None)
+
+    def interrupt(unit, step):
+        if step == 3:  # after the checkpoint at step 2
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, tmp_path / "cut", progress=False, on_step=interrupt, log=lambda _: None)
+    assert torch.load(tmp_path / "cut" / "checkpoints" / "con" / "seed0.pt")["step"] == 2
+    resumed = run_experiment(cfg, tmp_path / "cut", resume=True, progress=False, log=lambda _: None)
+    a, b = ref["methods"]["con"], resumed["methods"]["con"]
+    assert b["multipliers_per_seed"][0] == pytest.approx(a["multipliers_per_seed"][0], rel=1e-4, abs=1e-6)
+    assert b["token_accuracy_mean"] == pytest.approx(a["token_accuracy_mean"], abs=1e-6)
+
+
+def _trainer(tmp_path, model_dir, data, **kw):
+    from transformers import AutoModelForCausalLM
+
+    from unrolled.tasks.instruct import read_instruction_file, to_dataset
+    from unrolled.train.sft import ConstrainedSFTConfig, ConstrainedSFTTrainer
+
+    examples = read_instruction_file(data)
+    args = ConstrainedSFTConfig(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, per_device_eval_batch_size=3,
+        max_steps=kw.pop("max_steps", 1), report_to="none", use_cpu=True, disable_tqdm=True, seed=0,
+        gradient_checkpointing=None, **kw,
+    )  # fmt: skip
+    return ConstrainedSFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model_dir), args=args, train_dataset=to_dataset(examples),
+        eval_dataset=to_dataset(examples[:7]), processing_class=make_tokenizer(),
+    )  # fmt: skip
+
+
+def test_eval_token_accuracy_and_last_layer_loss_equal_trls(tmp_path, tiny_chat_model, instruction_file):
+    from unrolled.experiments.sft.evaluate import evaluate_tokens
+    from unrolled.perturb import Perturbation
+
+    trainer = _trainer(tmp_path, tiny_chat_model, instruction_file)
+    ours = evaluate_tokens(trainer, Perturbation("gaussian", 0.0, 0.0, 1.0), (0.0, 1.0), seed=0)
+    theirs = trainer.evaluate()
+    assert ours["0.0"]["token_accuracy"] == pytest.approx(theirs["eval_mean_token_accuracy"], abs=1e-6)
+    # the last layer's loss: the model's own mean token cross-entropy, weighted by each batch's trained tokens
+    # (Trainer's eval_loss is the unweighted mean of the batch means)
+    total = count = 0.0
+    with torch.no_grad():
+        for batch in trainer.get_eval_dataloader():
+            n = float((batch["labels"][:, 1:] != -100).sum())
+            out = trainer.model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch.get("attention_mask"),
+                labels=batch["labels"],
+            )
+            total, count = total + float(out.loss) * n, count + n
+    assert ours["0.0"]["layer_loss"][-1] == pytest.approx(total / count, rel=1e-4)  # float32 sums
+    assert len(ours["0.0"]["layer_loss"]) == 4 and ours["1.0"]["layer_loss"] != ours["0.0"]["layer_loss"]
+
+
+def test_batched_greedy_generation_equals_one_at_a_time(tiny_chat_model):
+    from transformers import AutoModelForCausalLM
+
+    from tests.experiments.sft.conftest import PAIRS
+    from unrolled.eval import generate_responses
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_model)
+    tok = make_tokenizer()
+    prompts = [[{"role": "user", "content": p}] for p, _ in PAIRS[:5]]
+    batched = generate_responses(model, tok, prompts, max_new_tokens=8, batch_size=5)
+    single = generate_responses(model, tok, prompts, max_new_tokens=8, batch_size=1)
+    assert batched.texts == single.texts and batched.new_tokens == single.new_tokens
+    assert tok.padding_side == "right"  # restored
+    # the reference: transformers' generate on one unpadded prompt, greedy
+    ids = tok(tok.apply_chat_template(prompts[0], add_generation_prompt=True, tokenize=False), return_tensors="pt",
+              add_special_tokens=False)["input_ids"]  # fmt: skip
+    ref = model.generate(ids, do_sample=False, max_new_tokens=8, pad_token_id=tok.pad_token_id)[
+        0, ids.shape[1] :
+    ]
+    end = (ref == tok.eos_token_id).nonzero()
+    ref = ref[: int(end[0])] if len(end) else ref
+    assert single.texts[0] == tok.decode(ref, skip_special_tokens=True).strip()
+
+
+def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    tmp_path, tiny_chat_model, instruction_file
+):
+    from transformers import TrainerCallback
+
+    from unrolled.train.hf import NonFiniteLossError
+
+    trainer = _trainer(tmp_path, tiny_chat_model, instruction_file, max_steps=4, save_strategy="steps", save_steps=2,
+                       constraint_alpha=0.1)  # fmt: skip
+
+    class Poison(TrainerCallback):
+        def on_save(self, args, state, control, model=None, **kw):
+            with torch.no_grad():
+                model.get_input_embeddings().weight[:] = float("nan")
+
+    trainer.add_callback(Poison())
+    with pytest.raises(NonFiniteLossError, match=r"at step 3 .*checkpoint-2"):
+        trainer.train()
+    good = tmp_path / "out" / "checkpoint-2"
+    from safetensors.torch import load_file
+
+    weights = load_file(good / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert (good / "constraints.pt").exists()
