@@ -125,3 +125,28 @@ def test_truncation_is_counted_against_the_chat_template():
     long = Example(({"role": "user", "content": "word " * 40},), "answer " * 40)
     counts = count_truncated(tok, [short, long, short], max_length=32)
     assert counts["truncated"] == 1 and counts["examples"] == 3 and counts["max_tokens"] > 32
+
+
+def test_hub_source_parses_rows_and_names_the_dataset(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    import unrolled.tasks.text.hub as hub
+
+    calls = []
+
+    def fake_load_hub(name, config, split, **kw):
+        calls.append((name, config, split))
+        return datasets.Dataset.from_list([*ALPACA, {"instruction": "x", "input": "", "output": ""}])
+
+    monkeypatch.setattr(hub, "load_hub", fake_load_hub)
+    cfg = InstructDataConfig(source="tatsu-lab/alpaca", format="alpaca")
+    assert cfg.source_kind == "hub"
+    with pytest.raises(TextDataError, match=r"tatsu-lab/alpaca \(train\), row 2, column 'output': is empty"):
+        load_examples(cfg)
+    assert calls == [("tatsu-lab/alpaca", None, "train")]
+
+
+def test_offline_hub_dataset_is_data_not_found(monkeypatch):
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataNotFoundError, match="tatsu-lab/alpaca"):
+        load_examples(InstructDataConfig(source="tatsu-lab/alpaca"))
