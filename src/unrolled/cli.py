@@ -10,6 +10,8 @@ unrolled config schema [--out FILE]                (the JSON Schema of configs, 
 unrolled audit MODEL --data DATA [--out DIR]       (layerwise loss of a pretrained model, no training)
 unrolled models                                    (the models that work offline, and their state)
 unrolled convert smollm2 [--out DIR]               (once: SmolLM2's GGUF file into a plain checkpoint)
+unrolled judge RUN_DIR --judge reference|local:MODEL|openai:MODEL [--base-url URL]
+                                                   (judge an SFT run's saved responses with another judge)
 """
 
 from __future__ import annotations
@@ -217,6 +219,25 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge(args: argparse.Namespace) -> int:
+    from unrolled.config import from_dict
+    from unrolled.experiments.sft.config import JudgeConfig
+    from unrolled.experiments.sft.judging import judge_run
+    from unrolled.experiments.sft.report import winrate_table
+
+    kind, _, model = args.judge.partition(":")
+    spec = {"kind": kind, "model": model or None, "base_url": args.base_url, "timeout": args.timeout,
+            "max_retries": args.max_retries}  # fmt: skip
+    try:
+        judge = from_dict(JudgeConfig, {k: v for k, v in spec.items() if v is not None})
+    except ConfigError as exc:
+        raise ConfigError(f"unrolled judge --judge {args.judge}: {exc}") from None
+    rows = judge_run(args.run_dir, judge)
+    print(winrate_table({"methods": {}, "winrates": rows}))
+    print(f"added to {Path(args.run_dir) / 'results.json'} and report.md")
+    return 0
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1 (``--workers 0`` is an error, not the default)."""
     try:
@@ -309,6 +330,16 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("what", choices=["smollm2"])
     conv.add_argument("--out", help="where to write it (default: $UNROLLED_CACHE or ~/.cache/unrolled)")
     conv.set_defaults(func=cmd_convert)
+
+    jud = sub.add_parser("judge", help="judge a finished SFT run's saved responses with another judge")
+    jud.add_argument("run_dir", help="the run folder of an SFT experiment")
+    jud.add_argument(
+        "--judge", required=True, help="reference, local:MODEL (alias, folder or hub name) or openai:MODEL"
+    )
+    jud.add_argument("--base-url", help="the OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+    jud.add_argument("--timeout", type=float, help="seconds per request (openai)")
+    jud.add_argument("--max-retries", type=int, help="retries per request (openai)")
+    jud.set_defaults(func=cmd_judge)
     return parser
 
 

@@ -69,6 +69,15 @@ def test_sft_run_trains_tests_generates_and_judges(tmp_path, tiny_chat_model, in
     report = (out / "report.md").read_text()
     assert "Win rate against the baseline" in report and "reference:all-MiniLM-L6-v2" in report
     assert not (out / "checkpoints" / "con" / "seed0").exists()
+    # another judge on the saved responses: `unrolled judge` adds its rows and rebuilds the report
+    from unrolled.cli import main
+
+    assert main(["judge", str(out), "--judge", f"local:{tiny_chat_model}"]) == 0
+    after = json.loads((out / "results.json").read_text())["winrates"]
+    judges = sorted({w["judge"] for w in after})
+    assert judges == [f"local:{tiny_chat_model}", "reference:all-MiniLM-L6-v2"] and len(after) == 4
+    assert f"local:{tiny_chat_model}" in (out / "report.md").read_text()
+    assert main(["judge", str(out), "--judge", "openai:gpt"]) == 2  # no --base-url: a config error
 
 
 def test_an_interrupted_sft_run_resumes_with_its_multipliers(tmp_path, tiny_chat_model, instruction_file):

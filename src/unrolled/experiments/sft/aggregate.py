@@ -11,10 +11,16 @@ import torch
 from unrolled.experiments.aggregate import header, mean_std, published_at
 from unrolled.experiments.sft.config import WINRATE_UNIT, SFTExperiment
 
-__all__ = ["aggregate"]
+__all__ = ["aggregate", "winrate_rows"]
 
 
-def _winrates(cfg: SFTExperiment, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _mean(values: Any) -> float | None:
+    """The mean of the values that are not None (None if there are none: a judge that failed everywhere)."""
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def winrate_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (method, γ, judge): the rate and CI of each seed, and their mean (pooled failures)."""
     rows: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
     for r in records:
@@ -25,11 +31,11 @@ def _winrates(cfg: SFTExperiment, records: Sequence[dict[str, Any]]) -> list[dic
         rates = [c["rate"] for c in comps if c["rate"] is not None]
         out.append({
             "method": method, "baseline": comps[0]["baseline"], "gamma": gamma, "judge": judge,
-            "rate_mean": float(np.mean(rates)) if rates else None,
+            "rate_mean": _mean(rates),
             "rate_per_seed": [c["rate"] for c in comps],
             "ci_per_seed": [[c["ci_low"], c["ci_high"]] for c in comps],
-            "soft_rate_mean": float(np.mean([c["soft_rate"] for c in comps if c["soft_rate"] is not None] or [np.nan])),
-            "position_bias_mean": float(np.mean([c["position_bias"] for c in comps if c["position_bias"] is not None] or [np.nan])),
+            "soft_rate_mean": _mean(c["soft_rate"] for c in comps),
+            "position_bias_mean": _mean(c["position_bias"] for c in comps),
             "wins": sum(c["wins"] for c in comps), "ties": sum(c["ties"] for c in comps),
             "losses": sum(c["losses"] for c in comps), "failures": sum(c["failures"] for c in comps),
             "n": sum(c["n"] for c in comps), "confidence": comps[0]["confidence"],
@@ -57,7 +63,7 @@ def aggregate(cfg: SFTExperiment, records: Sequence[dict[str, Any]]) -> dict[str
         "published_gammas": published_gammas,
         "published_winrate": {str(k): v for k, v in (cfg.published_winrate or {}).items()},
         "published_source": cfg.published_source,
-        "winrates": _winrates(cfg, records),
+        "winrates": winrate_rows(records),
     }
     for m in cfg.methods:
         recs = [r for r in trained if r["method"] == m.name]

@@ -48,26 +48,34 @@ def _generations(out: Path, method: str, seed: int) -> dict[str, list[str]]:
     return json.loads(path.read_text(encoding="utf-8"))["gammas"]
 
 
-def run_winrate_unit(unit: Unit, data: SFTSeedData, ctx: UnitContext) -> dict[str, Any]:
-    """Judge every method against the baseline on the win-rate prompts; one comparison per (method, γ, judge)."""
-    cfg: SFTExperiment = ctx.cfg  # type: ignore[assignment]
+def compare(
+    cfg: SFTExperiment,
+    data: SFTSeedData,
+    out: Path,
+    seed: int,
+    judges: tuple[JudgeConfig, ...],
+    write: bool = True,
+    advance: Any = lambda _k: None,
+) -> list[dict[str, Any]]:
+    """Every method against the baseline at each win-rate γ, by each judge: one row per comparison (the
+    :class:`~unrolled.eval.WinRate` fields without items). With ``write``, the per-item verdicts go to
+    ``winrate/seed<s>/`` and the responses in AlpacaEval's format to ``alpaca_eval/seed<s>/``."""
     assert cfg.winrate is not None
-    t0 = time.perf_counter()
     baseline = cfg.baseline()
     prompts = data.split.winrate
     instructions = [ex.instruction for ex in prompts]
     references = [ex.completion for ex in prompts]
-    responses = {m.name: _generations(ctx.out, m.name, unit.seed) for m in cfg.methods}
-    folder = ctx.out / "winrate" / f"seed{unit.seed}"
-    if ctx.rank == 0:
+    responses = {m.name: _generations(out, m.name, seed) for m in cfg.methods}
+    folder = out / "winrate" / f"seed{seed}"
+    if write:
         for name, per_gamma in responses.items():
             for gamma, texts in per_gamma.items():
                 write_alpaca_eval(
-                    ctx.out / "alpaca_eval" / f"seed{unit.seed}" / f"{name}_gamma{gamma}.json",
+                    out / "alpaca_eval" / f"seed{seed}" / f"{name}_gamma{gamma}.json",
                     instructions, texts, generator=f"{name} (γ={gamma})", dataset=cfg.task.source,
                 )  # fmt: skip
-    comparisons = []
-    for jc in cfg.winrate.judges:
+    rows = []
+    for jc in judges:
         judge = make_judge(jc)
         for m in cfg.methods:
             if m.name == baseline:
@@ -76,23 +84,56 @@ def run_winrate_unit(unit: Unit, data: SFTSeedData, ctx: UnitContext) -> dict[st
                 key = str(gamma)
                 result = win_rate(
                     judge, instructions, responses[m.name][key], responses[baseline][key], references,
-                    confidence=cfg.winrate.confidence, seed=unit.seed,
+                    confidence=cfg.winrate.confidence, seed=seed,
                 )  # fmt: skip
                 full = result.to_dict()
                 items = full.pop("items")
-                comparisons.append({"method": m.name, "baseline": baseline, "gamma": gamma, **full})
-                if ctx.rank == 0:
+                rows.append({"method": m.name, "baseline": baseline, "gamma": gamma, **full})
+                if write:
                     safe = judge.name.replace("/", "_").replace(":", "_").replace("@", "_")
                     path = folder / f"{m.name}_vs_{baseline}_gamma{key}_{safe}.json"
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    atomic_write_text(
-                        path, json.dumps({**full, "items": items}, indent=1, ensure_ascii=False) + "\n"
-                    )
-                ctx.advance(1)
+                    text = json.dumps({**full, "items": items}, indent=1, ensure_ascii=False) + "\n"
+                    atomic_write_text(path, text)
+                advance(1)
+    return rows
+
+
+def run_winrate_unit(unit: Unit, data: SFTSeedData, ctx: UnitContext) -> dict[str, Any]:
+    """Judge every method against the baseline on the win-rate prompts; one comparison per (method, γ, judge)."""
+    cfg: SFTExperiment = ctx.cfg  # type: ignore[assignment]
+    assert cfg.winrate is not None
+    t0 = time.perf_counter()
+    rows = compare(cfg, data, ctx.out, unit.seed, cfg.winrate.judges, ctx.rank == 0, ctx.advance)
     return {
         "method": WINRATE_UNIT,
         "seed": unit.seed,
         "depth": None,
-        "comparisons": comparisons,
+        "comparisons": rows,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def judge_run(run_dir: str | Path, judge: JudgeConfig) -> list[dict[str, Any]]:
+    """Judge a finished SFT run's saved responses with another judge (``unrolled judge``): its rows replace
+    that judge's rows in ``results.json`` (or are added), and the report is rebuilt."""
+    from unrolled.experiments.config import load_config
+    from unrolled.experiments.reporting import write_report
+    from unrolled.experiments.sft.aggregate import winrate_rows
+    from unrolled.train.checkpoint import atomic_write_json, read_json
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    if not isinstance(cfg, SFTExperiment) or cfg.winrate is None:
+        raise ValueError(f"{run_dir}: not an SFT run with a win rate (task.kind sft, winrate set)")
+    results = read_json(run_dir / "results.json")
+    records = []
+    for seed in cfg.seeds:
+        data = SFTSeedData(cfg.task, seed)
+        records.append({"comparisons": compare(cfg, data, run_dir, seed, (judge,))})
+    new = winrate_rows(records)
+    names = {row["judge"] for row in new}
+    results["winrates"] = [r for r in results.get("winrates", []) if r["judge"] not in names] + new
+    atomic_write_json(run_dir / "results.json", results)
+    write_report(run_dir)
+    return new

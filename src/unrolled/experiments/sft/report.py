@@ -42,7 +42,8 @@ def winrate_table(results: dict[str, Any]) -> str:
             f"{labels.get(w['method'], w['method'])} vs {labels.get(w['baseline'], w['baseline'])}",
             [f"{w['gamma']:g}", w["judge"], _pct(w["rate_mean"]), cis,
              f"{w['wins']}/{w['ties']}/{w['losses']}", str(w["failures"]),
-             f"{w['position_bias_mean']:+.2f}", _pct(paper) if paper is not None else ""],
+             "" if w["position_bias_mean"] is None else f"{w['position_bias_mean']:+.2f}",
+             _pct(paper) if paper is not None else ""],
         ))  # fmt: skip
     head = ["γ", "judge", "win rate", f"{int(100 * (results.get('winrates') or [{}])[0].get('confidence', 0.95))}% CI per seed",
             "wins/ties/losses", "failures", "position bias", "paper"]  # fmt: skip
