@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 WORKERS ?=
 
-.PHONY: run test lint bench repro repro-memformers repro-video clean
+.PHONY: run test lint bench repro repro-memformers repro-video repro-sft clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,10 +42,22 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-bench: $(VENV)/.installed-dev
+SMOLLM2 := $(or $(UNROLLED_CACHE),$(HOME)/.cache/unrolled)/SmolLM2-135M-Instruct/config.json
+
+$(SMOLLM2): | $(VENV)/.installed-run
+	$(BIN)/unrolled convert smollm2
+
+bench: $(VENV)/.installed-dev $(SMOLLM2)
 	$(BIN)/python benchmarks/bench_attention.py
 	$(BIN)/python benchmarks/bench_cg.py
 	$(BIN)/python benchmarks/bench_denoising.py
+	$(BIN)/python benchmarks/bench_text.py
+	$(BIN)/python benchmarks/bench_audit.py
+	$(BIN)/python benchmarks/bench_sft.py
+
+repro-sft: $(VENV)/.installed-run $(SMOLLM2)
+	$(BIN)/unrolled run sft_constrained_vs_erm --resume
+	$(BIN)/unrolled run sft_readout_subsampling --resume
 
 repro: $(VENV)/.installed-run
 	$(BIN)/python benchmarks/reproduction_suite.py

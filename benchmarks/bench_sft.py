@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from _harness import compare_steps, environment, print_ratios, resolve_device, write_json
+from _harness import compare_steps, environment, resolve_device, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"subsampled_time_ratio_max": 1.5, "subsampled_memory_ratio_max": 1.25}
@@ -87,6 +87,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
+    import datasets
     from datasets import Dataset
     from peft import LoraConfig
     from transformers.utils import logging as hf_logging
@@ -97,6 +98,8 @@ def main() -> None:
     from unrolled.train.sft import ConstrainedSFTConfig, ConstrainedSFTTrainer
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     dtype = torch.bfloat16 if args.bf16 else torch.float32
     tokenizer = load_tokenizer(args.model)
     dataset = Dataset.from_list(long_examples(tokenizer, args.batch, args.length))
@@ -164,7 +167,11 @@ def main() -> None:
         )
         print(f"\n{mode}: batch {args.batch} × {args.length} tokens ({trained} trained), {device}, "
               f"{torch.get_num_threads()} thread(s), median of {args.repeats}")  # fmt: skip
-        print_ratios(median, memory, base="sft")
+        print(f"{'variant':12s} {'step':>10s} {'×SFT':>6s} {'memory MB':>10s} {'×SFT':>6s}")
+        for k in kinds:
+            print(
+                f"{k:12s} {median[k]:8.2f} s {ratios[k]['time']:6.2f} {memory[k] / 2**20:10.1f} {ratios[k]['memory']:6.2f}"
+            )
         record["modes"][mode] = {
             "trained_tokens": trained, "median_step_seconds": median, "step_seconds": times,
             "memory_bytes": memory, "ratios_to_sft": ratios, "passed": passed,
