@@ -7,7 +7,8 @@ fine-tuning, of
 * ``sft``: ``trl.SFTTrainer`` itself (its loss on the last layer, completion-only);
 * ``exact``: ``ConstrainedSFTTrainer`` with every multiplier positive, the 29 intermediate layers read out by
   the logit lens on every trained token (chunked, recomputed in backward);
-* ``subsampled``: the same on a random ``--fraction`` of the trained tokens (the last layer on all of them).
+* ``subsampled f``: the same on a random fraction f of the trained tokens (the last layer on all of them),
+  for each f of ``--fractions``.
 
 The examples are real text: each a chatterbot-corpus question and, as the answer, chatterbot answers joined
 until the chat template gives at least 256 tokens (then truncated to 256 by TRL), so about 200 tokens per
@@ -19,10 +20,10 @@ gradients and AdamW state of the trainable weights (transient buffers, e.g. one 
 **Generation**: greedy responses to ``--prompts`` win-rate prompts, ``--max-new`` tokens at most, batched
 (``--gen-batch``) against one prompt at a time; tokens per second of each and their ratio.
 
-Targets (issue 10): subsampled ≤ 1.5× the ``sft`` step time and ≤ 1.25× its memory.
+Targets (issue 10): subsampled ≤ 1.5× the ``sft`` step time and ≤ 1.25× its memory (``passed`` per fraction).
 Writes ``benchmarks/results/bench_sft.json`` (``--device cuda --bf16`` on a GPU: ``bench_sft_cuda.json``).
 
-    python benchmarks/bench_sft.py [--repeats 3] [--fraction 0.1] [--modes lora full]
+    python benchmarks/bench_sft.py [--repeats 3] [--fractions 0.1 0.05] [--modes lora full]
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=256)
-    parser.add_argument("--fraction", type=float, default=0.1)
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.05])
     parser.add_argument("--modes", nargs="+", default=["lora", "full"], choices=["lora", "full"])
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-new", type=int, default=32)
@@ -119,7 +120,7 @@ def main() -> None:
             trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=dataset,
                                  processing_class=tokenizer, peft_config=peft)  # fmt: skip
         else:
-            fraction = 1.0 if kind == "exact" else args.fraction
+            fraction = 1.0 if kind == "exact" else float(kind.split()[1])
             cfg = ConstrainedSFTConfig(**common, constraint_alpha=0.05, readout_token_fraction=fraction)
             trainer = ConstrainedSFTTrainer(model=model, args=cfg, train_dataset=dataset,
                                             processing_class=tokenizer, peft_config=peft)  # fmt: skip
@@ -145,7 +146,7 @@ def main() -> None:
         "model": f"{args.model} (30 layers, hidden 576, vocab 49,152)",
         "batch_size": args.batch,
         "tokens": args.length,
-        "fraction": args.fraction,
+        "fractions": args.fractions,
         "dtype": str(dtype).removeprefix("torch."),
         "path": "training_step + AdamW step",
         "memory_measure": "cuda max_memory_allocated"
@@ -154,20 +155,22 @@ def main() -> None:
         "modes": {},
         "targets": TARGETS,
     }
-    kinds = ["sft", "exact", "subsampled"]
+    subsampled = [f"subsampled {f:g}" for f in args.fractions]
+    kinds = ["sft", "exact", *subsampled]
     for mode in args.modes:
         steps, static, trained = {}, {}, 0
         for k in kinds:
             steps[k], static[k], trained = variant(k, mode)
         median, times, memory = compare_steps(steps, static, args.repeats, device, warmup=args.warmup)
         ratios = {k: {"time": median[k] / median["sft"], "memory": memory[k] / memory["sft"]} for k in kinds}
-        passed = (
-            ratios["subsampled"]["time"] <= TARGETS["subsampled_time_ratio_max"]
-            and ratios["subsampled"]["memory"] <= TARGETS["subsampled_memory_ratio_max"]
-        )
+        passed = {
+            k: ratios[k]["time"] <= TARGETS["subsampled_time_ratio_max"]
+            and ratios[k]["memory"] <= TARGETS["subsampled_memory_ratio_max"]
+            for k in subsampled
+        }
         print(f"\n{mode}: batch {args.batch} × {args.length} tokens ({trained} trained), {device}, "
               f"{torch.get_num_threads()} thread(s), median of {args.repeats}")  # fmt: skip
-        print(f"{'variant':12s} {'step':>10s} {'×SFT':>6s} {'memory MB':>10s} {'×SFT':>6s}")
+        print(f"{'variant':16s} {'step':>10s} {'×SFT':>6s} {'memory MB':>10s} {'×SFT':>6s}")
         for k in kinds:
             print(
                 f"{k:12s} {median[k]:8.2f} s {ratios[k]['time']:6.2f} {memory[k] / 2**20:10.1f} {ratios[k]['memory']:6.2f}"
@@ -178,7 +181,7 @@ def main() -> None:
         }  # fmt: skip
         del steps
     record["generation"] = bench_generation(args, tokenizer, dtype, device, generate_responses, load_model)
-    record["passed"] = all(m["passed"] for m in record["modes"].values())
+    record["passed"] = {mode: m["passed"] for mode, m in record["modes"].items()}
     record["environment"] = environment(device)
     default = "bench_sft_cuda.json" if device.startswith("cuda") else "bench_sft.json"
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / default
