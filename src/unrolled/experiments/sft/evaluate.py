@@ -11,31 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from unrolled.constrained.descent import violation_share
-from unrolled.models.hf import decoder_layers, logit_lens
+from unrolled.models.hf import logit_lens
 from unrolled.perturb import EmbeddingNoise, Perturbation
 from unrolled.seeding import generator
 from unrolled.train.sft import _language_model
 
 __all__ = ["evaluate_tokens"]
-
-
-def _hooks(layers: Any, states: list[Tensor]) -> list[Any]:
-    handles = [
-        layers[0].register_forward_pre_hook(
-            lambda _m, args, kwargs: states.append(args[0] if args else kwargs["hidden_states"]),
-            with_kwargs=True,
-        )
-    ]
-    for layer in layers:
-        handles.append(
-            layer.register_forward_hook(
-                lambda _m, _a, out: states.append(out[0] if isinstance(out, tuple) else out)
-            )
-        )
-    return handles
 
 
 @torch.no_grad()
@@ -51,10 +36,7 @@ def evaluate_tokens(
     model = trainer.model
     model.eval()
     lm = _language_model(model)
-    lens = logit_lens(
-        lm, trainer.args.readout_chunk_tokens if hasattr(trainer.args, "readout_chunk_tokens") else 1024
-    )
-    layers = decoder_layers(lm)
+    lens = logit_lens(lm, trainer.args.readout_chunk_tokens)
     loader = trainer.get_eval_dataloader()  # TRL's processed eval set and collator
     out: dict[str, dict[str, Any]] = {}
     for gamma in gammas:
@@ -66,7 +48,7 @@ def evaluate_tokens(
                 batch = trainer._prepare_inputs(batch)
                 labels = batch["labels"]
                 states: list[Tensor] = []
-                handles = _hooks(layers, states)
+                handles = trainer._capture(states)  # the trainer's own hooks: states 0..L-1
                 try:
                     forward = {
                         k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")
@@ -83,8 +65,10 @@ def evaluate_tokens(
                 pred = logits[:, :-1].argmax(dim=-1)
                 correct += int(((pred == shift_labels) & mask).sum())
                 total += n
-                # states: input of layer 1, outputs of layers 1..L (the last one before the final norm)
-                per_layer = torch.stack([lens.token_mean(s, labels).double() * n for s in states])
+                # f_0..f_{L-1} by the logit lens; f_L from the model's own logits (the lens on the last layer)
+                last = F.cross_entropy(logits[:, :-1][mask].float(), shift_labels[mask], reduction="sum")
+                lens_losses = [lens.token_mean(s, labels).double() * n for s in states]
+                per_layer = torch.stack([*lens_losses, last.double()])
                 sums = per_layer if sums is None else sums + per_layer
         assert sums is not None and total > 0, "no trained token in the eval set"
         layer_loss = (sums / total).cpu()
