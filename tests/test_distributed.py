@@ -1,5 +1,6 @@
 """Two gloo processes on CPU: identical multipliers on both ranks, and the same result as one process."""
 
+import gc
 import json
 import os
 import subprocess
@@ -39,7 +40,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         model, objective = _fit()
         state = {k: v.clone() for k, v in model.state_dict().items()}
         torch.save({"model": state, "multipliers": objective.multipliers.value}, f"{out_dir}/rank{rank}.pt")
+        del model, objective
     finally:
+        gc.collect()  # train()'s DDP wrapper must go before its process group, as the CLI does
         dist.destroy_process_group()
 
 
