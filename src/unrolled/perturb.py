@@ -10,7 +10,8 @@ Two noise families (Porras-Valenzuela, Hadou & Ribeiro, arXiv 2601.17257; Jain e
 γ = 0 with μ = 0 leaves the input bit-for-bit unchanged, so a sweep's γ = 0 point is the clean metric.
 :class:`EmbeddingNoise` applies a perturbation to a module's output (an embedding layer: ``Φ_0`` of our own
 models, or ``get_input_embeddings()`` of a Hugging Face model) through a forward hook, at train time
-(``module.training``), at test time, or both.
+(``module.training``), at test time, or both. :class:`LayerNoise` perturbs intermediate layer outputs in
+training (Hadou et al. 2024).
 """
 
 from __future__ import annotations
@@ -117,6 +118,67 @@ class EmbeddingNoise:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+class LayerNoise:
+    """Noise on the outputs of intermediate layers during training (Hadou et al., "Robust Stochastically-
+    Descending Unrolled Networks", IEEE TSP 2024): layer l's output gets ε_l ~ N(0, (c_l · std(Φ_l))²) with
+    c_l = ``scale`` · ``decay``^(l−1), so later layers are perturbed less.
+
+    The noise is relative to the batch's own state std (the states of different models and layers live at
+    different scales) and goes into the state the next layer reads, so it propagates. It is added only while
+    the layer is in training mode; the last layer (the model's output) is never perturbed.
+
+    Args:
+        layers: the model's layers in order (``model.layers``), ``L`` modules returning their state.
+        scale: c_1 ≥ 0; decay: the factor per layer (0 < decay ≤ 1).
+        generator: random generator for the noise (None: torch's global one).
+
+    Use as a context manager or call :meth:`remove`.
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[nn.Module],
+        scale: float,
+        decay: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if not scale >= 0:
+            raise ValueError(f"layer noise scale must be >= 0, got {scale}")
+        if not 0 < decay <= 1:
+            raise ValueError(f"layer noise decay must be in (0, 1], got {decay}")
+        self.scales = [scale * decay**l for l in range(len(layers) - 1)]
+        self.generator = generator
+        self._handles = [
+            layer.register_forward_hook(self._hook(c))
+            for layer, c in zip(layers[:-1], self.scales, strict=True)
+        ]
+
+    def _hook(self, c: float) -> Callable[[nn.Module, Any, Tensor], Tensor]:
+        def hook(module: nn.Module, args: Any, output: Tensor) -> Tensor:
+            if not module.training or c == 0:
+                return output
+            return Perturbation("gaussian", c).apply(output, self.generator)
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def __enter__(self) -> LayerNoise:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+class LayerNoiseConfig(ConfigModel):
+    """Training-time noise on intermediate layer outputs (:class:`LayerNoise`): c_l = scale · decay^(l−1)."""
+
+    scale: Annotated[Float, Field(ge=0)] = 0.1
+    decay: Annotated[Float, Field(gt=0, le=1)] = 0.5
 
 
 def robustness_sweep(evaluate: Callable[[float], float], gammas: Sequence[float]) -> dict[float, float]:

@@ -105,6 +105,8 @@ def gamma_table(
         lookup = dict(zip(pub_g, published.get(name) or [None] * len(pub_g), strict=True))
         paper = [lookup.get(all_gammas[i]) for i in cols]
         rows += [(m["label"], cells), *paper_row(m["label"], paper, digits=digits)]
+    for ref in results.get("references", {}).values():  # classical references (no training): no paper row
+        rows.append((ref["label"], [mean_std(ref[mean][i], ref[std][i], seeds, digits=digits) for i in cols]))
     return table([f"γ={all_gammas[i]:g}" for i in cols], rows)
 
 
@@ -122,7 +124,8 @@ def violation_table(results: dict[str, Any]) -> str:
 def plot_vs_gamma(
     runs: Sequence[dict[str, Any]], path: Path, plt: Any, mean: str, std: str, ylabel: str, title: str
 ) -> bool:
-    """A metric vs test γ, mean ± std band per method (solid: constrained); the paper's points as crosses."""
+    """A metric vs test γ, mean ± std band per method (solid: constrained); the paper's points as crosses;
+    classical references (``run["references"]``) dotted black."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     i = 0
@@ -148,6 +151,8 @@ def plot_vs_gamma(
                     mew=2,
                     label=f"{prefix}{m['label']} (paper)",
                 )
+        for ref in run.get("references", {}).values():
+            ax.plot(run["gammas"], ref[mean], ":", color="black", lw=1.6, label=f"{prefix}{ref['label']}")
     ax.set_xlabel("test perturbation γ")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)

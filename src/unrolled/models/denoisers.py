@@ -196,6 +196,12 @@ class VideoDenoiser(nn.Module):
         """Number of backbone layers L."""
         return self.backbone.depth
 
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The backbone's L layers (UT layers or ViT blocks), each mapping Φ_{l−1} to Φ_l."""
+        backbone = self.backbone
+        return backbone.layers if isinstance(backbone, UnrolledTransformer) else backbone.blocks  # type: ignore[return-value]
+
     def embed_clip(self, noisy: Tensor) -> Tensor:
         """Φ_0 = patchify(noisy) E + P: ``[B, T, C, H, W] -> [B, N, D]``."""
         if noisy.dim() != 5:

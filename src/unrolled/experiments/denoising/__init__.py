@@ -7,20 +7,26 @@ level γ: the RMSE of its output on the 0–255 pixel scale, the layerwise losse
 share of layers that fail to descend. A unit of work is one method (backbone × objective) for one seed.
 
 Modules: ``config``, ``data`` (clip stream, one seed's split and test clips), ``unit`` (build, train,
-evaluate), ``aggregate`` (``results.json``), ``report``.
+evaluate), ``reference`` (TV denoising, one unit per seed), ``aggregate`` (``results.json``), ``report``
+(with ``robustness``: the constrained − ERM gaps of a robustness study).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
 from unrolled.experiments.denoising import report as _report
 from unrolled.experiments.denoising.aggregate import aggregate
-from unrolled.experiments.denoising.config import DenoiserMethod, DenoisingExperiment
+from unrolled.experiments.denoising.config import DenoiserMethod, DenoisingExperiment, TVReference
 from unrolled.experiments.denoising.data import ClipStream, DenoisingData, load_split, stack_clips
-from unrolled.experiments.denoising.unit import build_denoiser, evaluate_denoiser, rmse_255, run_unit
-from unrolled.experiments.family import ExperimentFamily, Unit
+from unrolled.experiments.denoising.reference import NAME as TV_NAME
+from unrolled.experiments.denoising.reference import run_tv_unit
+from unrolled.experiments.denoising.unit import build_denoiser, evaluate_denoiser, run_unit
+from unrolled.experiments.family import ExperimentFamily, Unit, UnitContext
 from unrolled.experiments.registry import register_family
+from unrolled.solvers.tv import rmse_255
 
 __all__ = [
     "ClipStream",
@@ -45,18 +51,27 @@ class DenoisingFamily(ExperimentFamily):
     title = "video denoising"
 
     def plan(self, cfg: DenoisingExperiment) -> list[Unit]:
-        return [
-            Unit(m.name, seed, None, m, steps=cfg.train.steps, cost=float(cfg.train.steps * m.depth))
-            for seed in cfg.seeds
-            for m in cfg.methods
-        ]
+        units = []
+        for seed in cfg.seeds:
+            for m in cfg.methods:
+                steps = m.steps or cfg.train.steps
+                units.append(Unit(m.name, seed, None, m, steps=steps, cost=float(steps * m.depth)))
+            if cfg.tv_reference is not None and cfg.perturbation.target == "input":
+                gammas = len(cfg.perturbation.test_gammas)
+                units.append(Unit(TV_NAME, seed, None, cfg.tv_reference, steps=gammas, cost=2.0 * gammas))
+        return units
 
     def seed_data(
         self, cfg: DenoisingExperiment, seed: int, dtype: torch.dtype, device: str
     ) -> DenoisingData:
         return DenoisingData(cfg, seed)
 
-    run_unit = staticmethod(run_unit)
+    @staticmethod
+    def run_unit(unit: Unit, data: DenoisingData, ctx: UnitContext) -> dict[str, Any]:
+        if isinstance(unit.spec, TVReference):
+            return run_tv_unit(unit, data, ctx)
+        return run_unit(unit, data, ctx)
+
     aggregate = staticmethod(aggregate)
     report = staticmethod(_report.report)
     summary = staticmethod(_report.summary)

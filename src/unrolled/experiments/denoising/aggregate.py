@@ -9,6 +9,8 @@ import torch
 
 from unrolled.experiments.aggregate import header, mean_std, published_at
 from unrolled.experiments.denoising.config import DenoisingExperiment
+from unrolled.experiments.denoising.reference import LABEL as TV_LABEL
+from unrolled.experiments.denoising.reference import NAME as TV_NAME
 
 
 def aggregate(cfg: DenoisingExperiment, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -40,6 +42,9 @@ def aggregate(cfg: DenoisingExperiment, records: Sequence[dict[str, Any]]) -> di
         viol = {g: sum(r["eval"][g]["violation_share"] for r in recs) / len(recs) for g in gammas}
         entry: dict[str, Any] = {
             "kind": m.kind,
+            "train_gamma": recs[0].get("train_gamma", cfg.perturbation.train_gamma),
+            "steps": recs[0]["steps"],
+            "baseline": m.baseline,
             "label": m.label or m.name,
             "constrained": m.constraints is not None,
             "alpha": m.constraints.alpha if m.constraints is not None else None,
@@ -53,4 +58,45 @@ def aggregate(cfg: DenoisingExperiment, records: Sequence[dict[str, Any]]) -> di
         if "multipliers" in recs[0]:
             entry["multipliers_per_seed"] = [r["multipliers"] for r in recs]
         out["methods"][m.name] = entry
+    tv = [r for r in records if r["method"] == TV_NAME]
+    if tv:
+        mean, std = mean_std([[r["eval"][g]["rmse"] for g in gammas] for r in tv])
+        out["references"] = {
+            TV_NAME: {
+                "label": TV_LABEL,
+                "rmse_mean": mean,
+                "rmse_std": std,
+                "weight_per_seed": [[r["eval"][g]["weight"] for g in gammas] for r in tv],
+            }
+        }
+    out["gaps"] = robustness_gaps(out)
     return out
+
+
+def robustness_gaps(results: dict[str, Any]) -> dict[str, Any]:
+    """RMSE(constrained) − RMSE(its ERM baseline), paired by seed, at the method's training γ and the largest γ.
+
+    Only constrained methods that name a ``baseline`` take part. Negative: the constrained model is better.
+    """
+    gammas = results["gammas"]
+    gaps: dict[str, Any] = {}
+    for name, m in results["methods"].items():
+        base = results["methods"].get(m.get("baseline") or "")
+        if base is None:
+            continue
+        entry: dict[str, Any] = {"baseline": m["baseline"], "train_gamma": m["train_gamma"]}
+        for key, gamma in (("at_train", m["train_gamma"]), ("at_max", gammas[-1])):
+            if gamma not in gammas:
+                entry[key] = None
+                continue
+            i = gammas.index(gamma)
+            diffs = [c[i] - b[i] for c, b in zip(m["rmse_per_seed"], base["rmse_per_seed"], strict=True)]
+            t = torch.tensor(diffs, dtype=torch.float64)
+            entry[key] = {
+                "gamma": gamma,
+                "per_seed": diffs,
+                "mean": float(t.mean()),
+                "std": float(t.std()) if len(diffs) > 1 else 0.0,
+            }
+        gaps[name] = entry
+    return gaps

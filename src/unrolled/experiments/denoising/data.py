@@ -89,15 +89,22 @@ class DenoisingData:
         p = cfg.perturbation
         return Perturbation(p.kind, gamma, p.mean, self.sigma if p.target == "input" else None)
 
-    def heldout(self, cfg: DenoisingExperiment, size: int) -> tuple[Tensor, Tensor]:
-        """A held-out constraint batch: fresh clips of the training videos, noised at the training level."""
+    def heldout(
+        self, cfg: DenoisingExperiment, size: int, gamma: float | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """A held-out constraint batch: fresh clips of the training videos, noised at the training level
+        (``gamma``: a method's own training level, default the experiment's)."""
+        clean = self.training_video_clips(cfg, size, "constraint")
+        level = cfg.perturbation.train_gamma if gamma is None else gamma
+        noisy = self.noise(cfg, level).apply(clean, generator(self.seed, "constraint-noise"))
+        return noisy, clean
+
+    def training_video_clips(self, cfg: DenoisingExperiment, size: int, purpose: str) -> Tensor:
+        """``size`` fresh clips ``[size, T, C, S, S]`` of the training videos (never the test videos), drawn
+        with a seed of their own per ``purpose`` (a constraint batch, validation clips)."""
         report = self.split.train_report
         dataset = ClipDataset(
-            report, cfg.task.frames, cfg.task.crop, size, derive_seed(self.seed, "constraint"),
+            report, cfg.task.frames, cfg.task.crop, size, derive_seed(self.seed, purpose),
             weights=source_weights(report),
         )  # fmt: skip
-        clean = stack_clips(dataset)
-        noisy = self.noise(cfg, cfg.perturbation.train_gamma).apply(
-            clean, generator(self.seed, "constraint-noise")
-        )
-        return noisy, clean
+        return stack_clips(dataset)

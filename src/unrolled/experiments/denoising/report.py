@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from unrolled.experiments.denoising.robustness import robustness_section
 from unrolled.report import (
     final_multipliers,
     gamma_table,
@@ -31,7 +32,8 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
         f"- data: train videos {', '.join(task.get('train_sources', []))}; held-out test videos "
         f"{', '.join(task.get('test_sources', []))} (split by source video); clips of {task.get('frames')} frames, "
         f"{task.get('crop')}×{task.get('crop')} px, {'grayscale' if task.get('grayscale') else 'colour'}",
-        f"- noise: x̃ = x + ε, ε ~ N(μ, (γσ)²), σ the training pixel std; trained at γ = {results['train_gamma']:g}",
+        f"- noise: x̃ = x + ε, ε ~ N(μ, (γσ)²), σ the training pixel std; trained at γ = {results['train_gamma']:g}"
+        + (" (unless a method says otherwise)" if results.get("gaps") else ""),
         f"- training: {train.get('steps')} {train.get('optimizer')} steps, lr {train.get('lr')}, "
         f"batch {train.get('batch_size')} clips; seeds {', '.join(map(str, results['seeds']))}",
         f"- unreadable video files skipped (task.skip_bad): {len(results.get('skipped_files', []))}"
@@ -50,6 +52,7 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
         violation_table(results),
         "",
     ]
+    parts += robustness_section(results, run_dir, plt)
     parts += final_multipliers(results)
     if plt is not None:
         plot_rmse_vs_gamma([results], run_dir / "rmse_vs_gamma.png", plt)

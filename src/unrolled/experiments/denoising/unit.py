@@ -14,27 +14,31 @@ from unrolled.constrained.descent import violation_share
 from unrolled.constrained.objective import objective_from_config
 from unrolled.experiments.denoising.config import DenoiserMethod, DenoisingExperiment
 from unrolled.experiments.denoising.data import ClipStream, DenoisingData
+from unrolled.experiments.denoising.reference import noisy_test_chunks
 from unrolled.experiments.family import Unit, UnitContext
 from unrolled.models.denoisers import VideoDenoiser, clip_mse
-from unrolled.perturb import EmbeddingNoise, Perturbation
+from unrolled.models.dust import DUSTDenoiser
+from unrolled.perturb import EmbeddingNoise, LayerNoise, Perturbation
 from unrolled.seeding import generator
 from unrolled.tasks.video import VideoDataConfig
 from unrolled.train.loop import train
 
-
-def rmse_255(prediction: Tensor, clean: Tensor) -> float:
-    """Root mean squared error on the 0–255 pixel scale, the output clamped to the valid range [0, 1]."""
-    return 255.0 * math.sqrt(float(((prediction.clamp(0, 1) - clean) ** 2).mean()))
+Denoiser = VideoDenoiser | DUSTDenoiser
 
 
-def build_denoiser(
-    method: DenoiserMethod, task: VideoDataConfig, generator: torch.Generator
-) -> VideoDenoiser:
-    """The :class:`VideoDenoiser` a config entry describes."""
+def build_denoiser(method: DenoiserMethod, task: VideoDataConfig, generator: torch.Generator) -> Denoiser:
+    """The :class:`VideoDenoiser` (UT, ViT) or :class:`DUSTDenoiser` a config entry describes."""
+    channels = 1 if task.grayscale else 3
+    if method.kind == "dust":
+        return DUSTDenoiser(
+            task.frames, channels, task.crop, task.crop, method.patch, codes=method.width,  # type: ignore[arg-type]
+            depth=method.depth, heads=method.heads, attention=method.attention, threshold=method.threshold,
+            generator=generator,
+        )  # fmt: skip
     return VideoDenoiser(
         method.kind,  # type: ignore[arg-type]
         frames=task.frames,
-        channels=1 if task.grayscale else 3,
+        channels=channels,
         height=task.crop,
         width=task.crop,
         patch=method.patch,
@@ -52,7 +56,7 @@ def build_denoiser(
 
 
 def evaluate_denoiser(
-    model: VideoDenoiser,
+    model: Denoiser,
     clean: Tensor,
     noise: Perturbation,
     gammas: Sequence[float],
@@ -62,7 +66,8 @@ def evaluate_denoiser(
 ) -> dict[str, dict[str, Any]]:
     """Per test noise level γ: RMSE (0–255) of the last layer, layerwise MSE, and the share of ascending layers.
 
-    ``target`` says what the noise perturbs: the input clip, or the patch embedding Φ_0 (through an
+    Evaluation runs in eval mode, so training-only noise (embedding or intermediate-layer) is off. ``target``
+    says what the noise perturbs: the input clip, or the patch embedding Φ_0 (through an
     :class:`~unrolled.perturb.EmbeddingNoise` hook active in evaluation). The noise at each γ is drawn from its
     own seeded generator, so every method sees the same noisy clips.
     """
@@ -70,16 +75,15 @@ def evaluate_denoiser(
     model.eval()
     with torch.no_grad():
         for gamma in gammas:
-            g = generator(seed, "test-noise", gamma)
             sq_err, layer_sums, count = 0.0, None, 0
-            hook = (
-                EmbeddingNoise(model.embed, noise.with_gamma(gamma), "test", g)
-                if target == "embedding"
-                else None
-            )
-            for start in range(0, clean.shape[0], chunk):
-                x = clean[start : start + chunk]
-                trajectory = model(x if hook is not None else noise.with_gamma(gamma).apply(x, g))
+            if target == "embedding":
+                g = generator(seed, "test-noise", gamma)
+                hook = EmbeddingNoise(model.embed, noise.with_gamma(gamma), "test", g)  # type: ignore[union-attr]
+                chunks = ((x, x) for x in clean.split(chunk))
+            else:
+                hook, chunks = None, noisy_test_chunks(clean, noise, gamma, seed, chunk)
+            for inputs, x in chunks:
+                trajectory = model(inputs)
                 sq_err += float(((trajectory.prediction().clamp(0, 1) - x) ** 2).sum())
                 losses = trajectory.layerwise_losses(x, clip_mse, reduction="none").sum(dim=1)
                 layer_sums = losses if layer_sums is None else layer_sums + losses
@@ -96,23 +100,37 @@ def evaluate_denoiser(
     return out
 
 
+def method_train_gamma(cfg: DenoisingExperiment, method: DenoiserMethod) -> float:
+    """The noise level a method trains at: its own ``train_gamma``, else the experiment's."""
+    return cfg.perturbation.train_gamma if method.train_gamma is None else method.train_gamma
+
+
 def run_unit(unit: Unit, data: DenoisingData, ctx: UnitContext) -> dict[str, Any]:
     """Train one denoiser for one seed (ERM or constrained) and evaluate it over the test noise grid."""
     cfg: DenoisingExperiment = ctx.cfg  # type: ignore[assignment]
     method: DenoiserMethod = unit.spec
     t0 = time.perf_counter()
     model = build_denoiser(method, cfg.task, generator(unit.seed, method.name, "init"))
+    train_gamma = method_train_gamma(cfg, method)
     stream = ClipStream(
-        data.split.train, cfg.train.batch_size, data.noise(cfg, cfg.perturbation.train_gamma),
-        generator(unit.seed, "train"),
-    )  # fmt: skip
-    objective, heldout = objective_from_config(
-        method.constraints, method.depth, clip_mse, lambda size: data.heldout(cfg, size)
+        data.split.train, cfg.train.batch_size, data.noise(cfg, train_gamma), generator(unit.seed, "train")
     )
-    result = train(
-        model, stream, cfg.train, objective=objective, checkpoint=ctx.checkpoint, heldout_slack=heldout,
-        on_log=ctx.log_metrics, on_step=ctx.on_step, where=f"method {method.name}, seed {unit.seed}",
-    )  # fmt: skip
+    objective, heldout = objective_from_config(
+        method.constraints, method.depth, clip_mse, lambda size: data.heldout(cfg, size, train_gamma)
+    )
+    train_cfg = cfg.train if method.steps is None else cfg.train.model_copy(update={"steps": method.steps})
+    noise = None
+    if method.layer_noise is not None:
+        g = generator(unit.seed, method.name, "layer-noise")
+        noise = LayerNoise(model.layers, method.layer_noise.scale, method.layer_noise.decay, g)
+    try:
+        result = train(
+            model, stream, train_cfg, objective=objective, checkpoint=ctx.checkpoint, heldout_slack=heldout,
+            on_log=ctx.log_metrics, on_step=ctx.on_step, where=f"method {method.name}, seed {unit.seed}",
+        )  # fmt: skip
+    finally:
+        if noise is not None:
+            noise.remove()
     record: dict[str, Any] = {
         "method": method.name,
         "seed": unit.seed,
@@ -120,6 +138,7 @@ def run_unit(unit: Unit, data: DenoisingData, ctx: UnitContext) -> dict[str, Any
         "layers": method.depth,
         "final_train_loss": result.final_loss if math.isfinite(result.final_loss) else None,
         "steps": result.steps,
+        "train_gamma": train_gamma,
         "sigma": data.sigma,
         "parameters": sum(p.numel() for p in model.parameters()),
         "eval": evaluate_denoiser(
