@@ -21,7 +21,13 @@ Both forms of a case are timed in the same process, alternating repeats; each fi
 ``--budget`` seconds gets fewer, never fewer than 3. The ratio is direct time / re-associated time.
 
 Targets: the re-associated form is no slower at the smallest size (ratio >= 1) and at least 10x faster at
-the largest size, for every model; and both forms agree. ``passed`` in the JSON is all of these.
+the largest size, for every model; GD++ (B free) at least 10x faster at every size (issue 12); and both
+forms agree. ``passed`` in the JSON is all of these.
+
+The physical limit: each case also records the floating-point operations of a training step of each form
+(counted from the contractions, forward × 3 for forward + backward), their ratio (the speed-up an equally
+efficient implementation of both forms would show), and the achieved GFLOP/s against the machine's
+measured float32 matmul GFLOP/s (a 1024² × 1024² product on the same threads).
 
 Run from the repository root: ``python benchmarks/bench_attention.py`` (``--quick`` for fewer repeats).
 Writes ``benchmarks/results/bench_attention.json``.
@@ -81,7 +87,9 @@ class ModelSpec:
 # pass (plus its gradient while that runs): at (50, 2000) and B = 8 that is 122 MiB per layer, ~1 GiB
 # peak for 4 layers, far below 24 GiB. B = 8 rather than 16 at the largest size only to keep the run short
 # on 2 cores: a direct step there takes seconds, and the ratio hardly depends on B.
-SIZES = (Size(5, 20, 1000), Size(20, 200, 200), Size(50, 2000, 8))
+SIZES = (Size(5, 20, 1000), Size(20, 200, 1000), Size(50, 2000, 8))
+GDPP_MIN_RATIO = 10.0
+GDPP = "linear_transformer B=free (GD++)"
 MODELS = (
     ModelSpec("linear_transformer B=0", "linear_transformer", "zero"),
     ModelSpec("linear_transformer B=free (GD++)", "linear_transformer", "free"),
@@ -143,6 +151,32 @@ def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def step_flops(spec: ModelSpec, size: Size, depth: int, form: str, heads: int = 1) -> float:
+    """Floating-point operations of one training step (forward × 3), counted from the contractions."""
+    d, n, D, N = size.d, size.n, size.d + 1, size.n + 1
+    if form == "direct":  # Z W, scores against the n sources, values, scores @ values
+        per_prompt = 2 * heads * (N * D * D + N * n * D + n * D * D + N * n * D)
+    elif spec.B == "free":  # Zᵀ Z, the [d, d] products forming G, applying G to every token
+        per_prompt = 2 * (2 * N * D * D + 2 * heads * d**3 + d * d)
+    else:  # label-only: Σ_j x_j y_j, the preconditioner, Δy
+        per_prompt = 2 * (n * d + d * d + N * d)
+    return 3.0 * depth * size.batch * per_prompt
+
+
+def matmul_peak_gflops(device: str, sync: Any, size: int = 1024, repeats: int = 10) -> float:
+    """The machine's float32 matmul throughput on the current threads: best of ``repeats`` products."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    best = math.inf
+    for _ in range(repeats + 2):
+        sync()
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best / 1e9
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
@@ -170,6 +204,8 @@ def run_case(spec: ModelSpec, size: Size, args: argparse.Namespace, sync: Any) -
         min_repeats=min(3, args.repeats),
     )
     ratio = timings["direct"]["median_s"] / timings["reassociated"]["median_s"]
+    flops = {form: step_flops(spec, size, args.depth, form) for form in FORMS}
+    gflops = {form: flops[form] / timings[form]["median_s"] / 1e9 for form in FORMS}
     scores_bytes = size.batch * 1 * (size.n + 1) * size.n * 4  # one head, float32
     out = {
         "model": spec.label,
@@ -181,6 +217,10 @@ def run_case(spec: ModelSpec, size: Size, args: argparse.Namespace, sync: Any) -
         "depth": args.depth,
         "timings": timings,
         "ratio_direct_over_reassociated": ratio,
+        "step_flops": flops,
+        "flop_ratio_direct_over_reassociated": flops["direct"] / flops["reassociated"],
+        "achieved_gflops": gflops,
+        "fraction_of_matmul_peak": {form: gflops[form] / args.peak_gflops for form in FORMS},
         "agreement": agreement,
         "steps_taken": {form: losses[form]["steps"] for form in FORMS},
         "final_loss": {form: _finite_or_none(float(losses[form]["loss"])) for form in FORMS},
@@ -225,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     args.device = resolve_device(args.device)
     sync = synchronizer(args.device)
 
+    args.peak_gflops = matmul_peak_gflops(args.device, sync)
+    print(f"  float32 matmul peak on {torch.get_num_threads()} thread(s): {args.peak_gflops:.1f} GFLOP/s")
     t_start = time.perf_counter()
     cases: list[dict[str, Any]] = []
     for size in SIZES:
@@ -239,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     passed_small = all(c["ratio_direct_over_reassociated"] >= SMALLEST_MIN_RATIO for c in small)
     passed_large = all(c["ratio_direct_over_reassociated"] >= LARGEST_MIN_RATIO for c in large)
     agree = all(c["agreement"]["ok"] for c in cases)
-    passed = passed_small and passed_large and agree
+    gdpp = [c for c in cases if c["model"] == GDPP]
+    passed_gdpp = all(c["ratio_direct_over_reassociated"] >= GDPP_MIN_RATIO for c in gdpp)
+    passed = passed_small and passed_large and passed_gdpp and agree
 
     def ratio(group: list[dict[str, Any]], label: str) -> float:
         return next(c["ratio_direct_over_reassociated"] for c in group if c["model"] == label)
@@ -262,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                 fmt_seconds(t["reassociated"]["median_s"]),
                 fmt_seconds(t["direct"]["median_s"]),
                 f"{c['ratio_direct_over_reassociated']:.2f}x",
+                f"{c['flop_ratio_direct_over_reassociated']:.1f}x",
+                f"{c['achieved_gflops']['reassociated']:.1f} / {c['achieved_gflops']['direct']:.1f}",
                 f"{t['reassociated']['repeats']}/{t['direct']['repeats']}",
                 f"{c['agreement']['rel_diff']:.1e}" + ("" if c["agreement"]["ok"] else " FAIL"),
             ]
@@ -275,7 +321,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         table(
-            ["model", "(d, n)", "B", "reassociated", "direct", "direct/reassoc", "repeats", "fwd rel diff"],
+            [
+                "model",
+                "(d, n)",
+                "B",
+                "reassociated",
+                "direct",
+                "direct/reassoc",
+                "FLOP ratio",
+                "GFLOP/s reassoc / direct",
+                "repeats",
+                "fwd rel diff",
+            ],
             rows,
         )
     )
@@ -292,6 +349,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     for label, v in by_model.items():
         print(f"  {label}: {'met' if v['passed'] else 'NOT met'}")
+    print(
+        f"target GD++ at every size: ratio >= {GDPP_MIN_RATIO:g} -> {'met' if passed_gdpp else 'NOT met'} "
+        + ", ".join(
+            f"({c['d']}, {c['n']}): {c['ratio_direct_over_reassociated']:.1f}x "
+            f"(FLOP ratio {c['flop_ratio_direct_over_reassociated']:.1f}x)"
+            for c in gdpp
+        )
+    )
+    print(f"matmul peak {args.peak_gflops:.1f} GFLOP/s; GD++ re-associated reaches "
+          + ", ".join(f"{100 * c['fraction_of_matmul_peak']['reassociated']:.0f}%" for c in gdpp)
+          + " of it")  # fmt: skip
     print(f"forms agree (rel <= {CHECK_RTOL:g}): {agree}")
     print(f"passed: {passed}")
 
@@ -319,11 +387,14 @@ def main(argv: list[str] | None = None) -> int:
             "smallest_min_ratio": SMALLEST_MIN_RATIO,
             "largest_size": [largest.d, largest.n],
             "largest_min_ratio": LARGEST_MIN_RATIO,
+            "gdpp_every_size_min_ratio": GDPP_MIN_RATIO,
         },
+        "matmul_peak_gflops": args.peak_gflops,
         "cases": cases,
         "by_model": by_model,
         "passed_smallest": passed_small,
         "passed_largest": passed_large,
+        "passed_gdpp_every_size": passed_gdpp,
         "forms_agree": agree,
         "passed": passed,
         "total_seconds": time.perf_counter() - t_start,

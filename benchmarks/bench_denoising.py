@@ -14,6 +14,9 @@ UT method, its clip size and batch size):
    and Adam state: the CPU analogue of peak training memory (on CUDA, ``max_memory_allocated`` is used).
 2. Loader throughput: clips per second from :class:`unrolled.experiments.denoising.ClipStream` (sampling, cropping,
    stacking and noising a batch) against the clips per second one ERM training step consumes.
+3. Architectures at equal width and depth: the ERM and constrained (λ > 0) steps of the config's UT, ViT and
+   DUST (64 wide, 6 layers, 4 heads; DUST with its configured (1, 8, 8) patches), side by side on the same
+   batch, as ratios to the UT's ERM step.
 
 Targets (issue 3): constrained ≤ 1.10× the ERM step time and ≤ 1.10× its memory; the loader ≥ 5× what
 training consumes. Writes ``benchmarks/results/bench_denoising.json``.
@@ -67,7 +70,7 @@ def main() -> None:
     noisy, clean = stream.next()
     noisy, clean = noisy.to(args.device), clean.to(args.device)
 
-    def variant(kind: str):
+    def variant(kind: str, method: DenoiserMethod = method):
         model = build_denoiser(method, cfg.task, torch.Generator().manual_seed(0)).to(args.device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
         if kind == "erm":
@@ -103,6 +106,20 @@ def main() -> None:
     loader_cps = cfg.train.batch_size / statistics.median(loader_times)
     train_cps = cfg.train.batch_size / median["erm"]
 
+    # architectures at equal width and depth: the config's ERM/constrained pairs of each kind
+    arch_steps, arch_static = {}, {}
+    for kind in ("ut", "vit", "dust"):
+        erm = next(m for m in cfg.methods if m.kind == kind and m.constraints is None)
+        con = next(m for m in cfg.methods if m.kind == kind and m.constraints is not None)
+        assert (erm.width, erm.depth) == (method.width, method.depth), (
+            "architectures at equal width and depth"
+        )
+        arch_steps[f"{kind} erm"], arch_static[f"{kind} erm"] = variant("erm", erm)
+        arch_steps[f"{kind} constrained"], arch_static[f"{kind} constrained"] = variant(
+            "constrained, λ > 0", con
+        )
+    arch_median, _, arch_memory = compare_steps(arch_steps, arch_static, args.repeats, args.device, warmup=3)
+
     print(f"UT denoiser {method.width}×{method.depth}, heads {method.heads}, patch {method.patch}, clips "
           f"{cfg.task.frames}×{cfg.task.crop}×{cfg.task.crop}, batch {cfg.train.batch_size}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {args.repeats}")  # fmt: skip
@@ -110,6 +127,8 @@ def main() -> None:
     print(
         f"loader {loader_cps:,.0f} clips/s vs training {train_cps:,.0f} clips/s: {loader_cps / train_cps:.0f}×"
     )
+    print(f"\narchitectures, width {method.width}, depth {method.depth} (ratios to the UT's ERM step):")
+    print_ratios(arch_median, arch_memory, base="ut erm")
     targets = {
         "constrained_time_ratio_max": 1.10,
         "constrained_memory_ratio_max": 1.10,
@@ -135,6 +154,13 @@ def main() -> None:
         "loader_clips_per_second": loader_cps,
         "training_clips_per_second": train_cps,
         "loader_over_training": loader_cps / train_cps,
+        "architectures": {
+            "width": method.width,
+            "depth": method.depth,
+            "median_step_seconds": arch_median,
+            "memory_bytes": arch_memory,
+            "time_ratio_to_ut_erm": {k: v / arch_median["ut erm"] for k, v in arch_median.items()},
+        },
         "targets": targets,
         "passed": {**passed, "loader": loader_cps / train_cps >= targets["loader_over_training_min"]},
         "torch": torch.__version__,

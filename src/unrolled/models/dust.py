@@ -46,26 +46,37 @@ class TemporalAttention(nn.Module):
     """Softmax attention across frames at each spatial location: codes ``[B, T', P, K] -> [B, T', P, K]``.
 
     Head h mixes code entries ``h·K/H .. (h+1)·K/H − 1`` of the frames with weights
-    softmax((S W_q)(S W_k)ᵀ/√d_h); the values are the codes themselves (see the module docstring).
+    softmax((S W_q,h)(S W_k,h)ᵀ/√d) (queries and keys of ``key_dim`` = d entries per head); the values are
+    the codes themselves (see the module docstring). The T' × T' weights are formed directly: with a handful
+    of frames per sequence this is faster on the CPU than a fused attention kernel.
     """
 
-    def __init__(self, codes: int, heads: int, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, codes: int, heads: int, key_dim: int = 8, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
         if codes % heads != 0:
             raise ValueError(f"heads must divide the code size: K={codes} is not a multiple of heads={heads}")
-        self.heads = heads
-        self.qk = nn.Linear(codes, 2 * codes, bias=False)
+        self.heads, self.key_dim = heads, key_dim
+        self.qk = nn.Linear(codes, 2 * heads * key_dim, bias=False)
         with torch.no_grad():
             self.qk.weight.copy_(torch.randn(self.qk.weight.shape, generator=generator) / math.sqrt(codes))
+
+    def weights(self, s: Tensor) -> Tensor:
+        """The attention weights ``[B, P, H, T', T']`` (rows sum to 1) of codes ``[B, T', P, K]``."""
+        B, T, P, _ = s.shape
+        q, k = self.qk(s).reshape(B, T, P, 2, self.heads, self.key_dim).permute(3, 0, 2, 4, 1, 5)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.key_dim)
+        # softmax written out: torch.softmax over a last dimension of a few entries is ~6× slower on the CPU
+        e = (scores - scores.amax(dim=-1, keepdim=True).detach()).exp()
+        return e / e.sum(dim=-1, keepdim=True)
 
     def forward(self, s: Tensor) -> Tensor:
         B, T, P, K = s.shape
         H = self.heads
-        x = s.permute(0, 2, 1, 3).reshape(B * P, T, K)  # one sequence of T' frames per location
-        q, k = self.qk(x).chunk(2, dim=-1)
-        split = lambda t: t.reshape(B * P, T, H, K // H).transpose(1, 2)  # noqa: E731
-        mixed = F.scaled_dot_product_attention(split(q), split(k), split(x))  # [B·P, H, T, K/H]
-        return mixed.transpose(1, 2).reshape(B, P, T, K).permute(0, 2, 1, 3)
+        values = s.reshape(B, T, P, H, K // H).permute(0, 2, 3, 1, 4)  # [B, P, H, T', K/H]
+        mixed = self.weights(s) @ values
+        return mixed.permute(0, 3, 1, 2, 4).reshape(B, T, P, K)
 
 
 class DUSTLayer(nn.Module):
@@ -88,7 +99,7 @@ class DUSTLayer(nn.Module):
         super().__init__()
         self.step = nn.Parameter(torch.tensor(float(step)))
         self.threshold = nn.Parameter(torch.full((codes,), float(threshold)))
-        self.attention = TemporalAttention(codes, heads, generator) if attention else None
+        self.attention = TemporalAttention(codes, heads, generator=generator) if attention else None
         self.beta = nn.Parameter(torch.zeros(codes)) if attention else None
 
     def forward(self, s: Tensor, y: Tensor, dictionary: nn.Linear) -> Tensor:

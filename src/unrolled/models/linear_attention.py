@@ -14,9 +14,10 @@ for symmetric A (and for A = a I) the two agree.
 Two evaluation orders give the same result (tested):
   * ``direct``: build the ``[B, n+1, n+1]`` score matrix S, O(n² d) time and memory;
   * ``reassociated`` (default): S M V = Z W (Zᵀ M Z) P̃, where Zᵀ M Z is ``[B, d+1, d+1]``, O(n d²).
-Heads are summed; in the re-associated order the sum collapses into one ``[B, d+1, d+1]`` matrix, applied
-with batched matrix products (general B, GD++; the models' batch-last path uses the block structure of W
-and P̃ instead, see :meth:`LinearAttention._free_batch_last`). With B = 0 only the label column changes and the heads
+Heads are summed; in the re-associated order with B free (GD++) the sum collapses into one per-prompt
+``[d+1, d+1]`` matrix G (:meth:`LinearAttention._free_batch_first`), formed and applied by batched matrix
+products in a batch-first layout: at (d, n) = (20, 200) and (50, 2000) a training step is 10–50× faster than
+the direct form's (``benchmarks/bench_attention.py``). With B = 0 only the label column changes and the heads
 collapse further, into one preconditioner Σ_h A_h: Δy_i = −(1/n) x_iᵀ (Σ_h A_h) Σ_{j≤n} x_j y_j, computed
 with O(n d) elementwise work in a batch-last layout and one shared ``[d, d]`` product (per-prompt tiny
 matrix products are slow on CPUs).
@@ -118,7 +119,7 @@ class LinearAttention(nn.Module):
         if self.attention == "direct":
             return self._direct(Z)
         if self.B_form == "free":
-            return self._reassociated(Z)
+            return self._free_batch_first(Z)
         return self._label_update(Z.permute(1, 2, 0).contiguous()).permute(2, 0, 1)
 
     def forward_batch_last(self, Zt: Tensor) -> Tensor:
@@ -131,30 +132,41 @@ class LinearAttention(nn.Module):
         return self._label_update(Zt)
 
     def _free_batch_last(self, Zt: Tensor) -> Tensor:
-        """General B, batch-last ``[n+1, d+1, B]``, using the block structure of W and P̃.
+        """General B, batch-last ``[n+1, d+1, B]``: :meth:`_free_batch_first` on the batch-first view (the
+        models run B-free layers batch-first, so this is for callers holding batch-last tokens)."""
+        return self._free_batch_first(Zt.permute(2, 0, 1)).permute(1, 2, 0)
 
-        Z W C P̃ has a zero label row in W, so with u_i = A_hᵀ x_i (one shared product) the update of token
-        i is −(1/n) [B_h C_xx u_i, c_xyᵀ u_i], C_xx = Σ_j x_j x_jᵀ ``[d, d, B]`` and c_xy = Σ_j x_j y_j. The
-        only per-prompt contraction is d×d (not (d+1)×(d+1) twice), done elementwise over a contiguous batch:
-        about 1.7× faster than batched tiny matrix products on CPUs at d = 5.
+    def _free_batch_first(self, Z: Tensor) -> Tensor:
+        """General B, batch-first ``[B, n+1, d+1]``, using the block structure of W and P̃.
+
+        Z W C P̃ has a zero label row in W, so the update of token i is −(1/n) [B_h C u_h,i, cᵀ u_h,i] summed
+        over heads, with u_h,i = A_hᵀ x_i, C = Σ_{j≤n} x_j x_jᵀ and c = Σ_{j≤n} x_j y_j. Re-associated once
+        more, every token goes through one per-prompt matrix
+
+            G = −(1/n) [Σ_h A_h C B_hᵀ | (Σ_h A_h) c],      update_i = x_iᵀ G,
+
+        so a layer is two ``(n+1) × (d+1) × (d+1)`` batched products per prompt (forming Zᵀ M Z, applying G)
+        plus O(H d³) on ``[d, d]`` matrices, against the direct form's O(n² d). Implementation notes, each
+        measured on CPUs (``benchmarks/bench_attention.py``): the matmul operands are contiguous (bmm on
+        strided views loops over the batch); Zᵀ M Z is Zᵀ Z minus the query's outer product, so no slice of
+        the token tensor enters autograd (its backward would zero-fill a token-sized gradient); and the
+        −1/n and the zero label row are folded into the small G, not applied to the ``[B, n+1, d+1]`` output.
         """
-        n1, d, batch = Zt.shape[0], self.d, Zt.shape[2]
-        n = n1 - 1
-        X = Zt[:, :d]  # [n+1, d, B]
-        context = X[:n]
-        Cxx = (context.unsqueeze(2) * context.unsqueeze(1)).sum(dim=0)  # [d, d, B]
-        cxy = (context * Zt[:n, d:]).sum(dim=0)  # [d, B]
-        Xf = X.transpose(0, 1).reshape(d, n1 * batch)  # [d, (n+1) B]
-        out_x = torch.zeros(n1, d, batch, dtype=Zt.dtype, device=Zt.device)
-        out_y = torch.zeros(n1, batch, dtype=Zt.dtype, device=Zt.device)
+        n, d, H = Z.shape[1] - 1, self.d, self.heads
+        Z = Z.contiguous()
+        query = Z[:, n]  # [B, d+1]
+        CC = Z.transpose(1, 2) @ Z - query.unsqueeze(2) * query.unsqueeze(1)  # Zᵀ M Z = [[C, c], [cᵀ, ·]]
+        C, c = CC[:, :d, :d], CC[:, :d, d:]
         A = self.preconditioners()
-        for h in range(self.heads):
-            U = (A[h].T @ Xf).reshape(d, n1, batch).transpose(0, 1)  # u_i = A_hᵀ x_i  [n+1, d, B]
-            V = (U.unsqueeze(2) * Cxx.unsqueeze(0)).sum(dim=1)  # C_xx u_i  [n+1, d, B]
-            Vf = V.transpose(0, 1).reshape(d, n1 * batch)
-            out_x = out_x + (self.B[h] @ Vf).reshape(d, n1, batch).transpose(0, 1)
-            out_y = out_y + (U * cxy).sum(dim=1)
-        return torch.cat([out_x, out_y.unsqueeze(1)], dim=1) / -n
+        # Mᵀ = Σ_h B_h C A_hᵀ with products by the shared matrices on the right, which matmul folds into one
+        # [B·d, ·] product (a shared matrix on the left would be expanded over the batch): C [B_1ᵀ … B_Hᵀ]
+        # gives (C B_hᵀ)[k, l] = (B_h C)[l, k]; regrouped as [B, l, (h, k)] it meets A stacked as [(h, k), i].
+        CB = C @ self.B.transpose(1, 2).permute(1, 0, 2).reshape(d, H * d)  # [B, k, (h, l)]
+        BC = CB.reshape(-1, d, H, d).permute(0, 3, 2, 1).reshape(-1, d, H * d)  # [B, l, (h, k)]
+        Mt = BC @ A.transpose(1, 2).reshape(H * d, d)  # Mᵀ  [B, l, i]
+        g = c.transpose(1, 2) @ A.sum(dim=0).T  # ((Σ_h A_h) c)ᵀ  [B, 1, d]
+        Gt = torch.cat([Mt, g], dim=1) * (-1.0 / n)  # Gᵀ  [B, d+1, d]
+        return Z @ F.pad(Gt.transpose(1, 2), (0, 0, 0, 1))  # the label feature's row of G is zero
 
     def _label_update(self, Zt: Tensor) -> Tensor:
         """B = 0, batch-last ``[n+1, d+1, B]``: only the label row changes (see :meth:`label_delta`)."""
@@ -179,15 +191,6 @@ class LinearAttention(nn.Module):
         xy = (X[:n] * y[:n].unsqueeze(1)).sum(dim=0)  # Σ_j x_j y_j  [d, B] (M drops the query as a source)
         v = self.preconditioners().sum(dim=0) @ xy  # (Σ_h A_h) Σ_j x_j y_j  [d, B]
         return -(X * v).sum(dim=1) / n
-
-    def _reassociated(self, Z: Tensor) -> Tensor:
-        """General B, batch-first ``[B, n+1, d+1]``: Z Σ_h W_h (Zᵀ M Z) P̃_h with batched matrix products."""
-        n = Z.shape[1] - 1
-        context = Z[:, :n]
-        C = context.transpose(1, 2) @ context  # Zᵀ M Z  [B, D, D]
-        W, P = self.key_query(), self.value()
-        K = (W.unsqueeze(1) @ C.unsqueeze(0) @ P.unsqueeze(1)).sum(dim=0)  # Σ_h W_h C P̃_h  [B, D, D]
-        return (Z @ K) / n
 
     def _direct(self, Z: Tensor) -> Tensor:
         """The O(n² d) reference: build the ``[B, H, n+1, n]`` scores, then apply them to the values."""

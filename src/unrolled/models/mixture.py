@@ -56,6 +56,10 @@ class MixtureOfExperts(nn.Module):
             raise ValueError(f"experts must share d, n and depth; got (d, n, depth) = {sorted(shapes)}")
         self.experts = nn.ModuleList(experts)
         self.d, self.n, self.depth = experts[0].d, experts[0].n, experts[0].depth
+        # one token layout for every expert (their updates are summed): batch-first if any has B free
+        batch_first = any(e.batch_first for e in experts)
+        for e in experts:
+            e.batch_first = batch_first
         self.gate_form: GateForm = gate
         ref = next(experts[0].parameters())
         theta = torch.as_tensor(gate_init, dtype=ref.dtype).to(ref.device)
@@ -78,7 +82,8 @@ class MixtureOfExperts(nn.Module):
         Z = as_tokens(inputs, self.d, self.n)
         g = self.gates()
         states = [Z]
-        Zt = Z.permute(1, 2, 0).contiguous()  # batch-last  [n+1, d+1, B]
+        batch_first = self.experts[0].batch_first  # the experts share one layout (see __init__)
+        Zt = Z if batch_first else Z.permute(1, 2, 0).contiguous()  # batch-last  [n+1, d+1, B]
         memories = [e.init_memory(Zt) for e in self.experts]
         for l in range(self.depth):
             total = torch.zeros_like(Zt)
@@ -86,7 +91,7 @@ class MixtureOfExperts(nn.Module):
                 T, memories[h] = expert.update(l, Zt, memories[h])
                 total = total + g[h] * T
             Zt = Zt + total
-            states.append(Zt.permute(2, 0, 1))
+            states.append(Zt if batch_first else Zt.permute(2, 0, 1))
         return Trajectory(tuple(states), query_readout)
 
     def set_adaptable(self, what: AdaptForm) -> list[str]:

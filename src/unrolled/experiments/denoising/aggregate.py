@@ -9,7 +9,7 @@ import torch
 
 from unrolled.experiments.aggregate import header, mean_std, published_at
 from unrolled.experiments.denoising.config import DenoisingExperiment
-from unrolled.experiments.denoising.reference import LABEL as TV_LABEL
+from unrolled.experiments.denoising.reference import LABELS as TV_LABELS
 from unrolled.experiments.denoising.reference import NAME as TV_NAME
 
 
@@ -60,15 +60,16 @@ def aggregate(cfg: DenoisingExperiment, records: Sequence[dict[str, Any]]) -> di
         out["methods"][m.name] = entry
     tv = [r for r in records if r["method"] == TV_NAME]
     if tv:
-        mean, std = mean_std([[r["eval"][g]["rmse"] for g in gammas] for r in tv])
-        out["references"] = {
-            TV_NAME: {
-                "label": TV_LABEL,
+        out["references"] = {}
+        for key, label in TV_LABELS.items():
+            mean, std = mean_std([[r["eval"][g][key] for g in gammas] for r in tv])
+            weight = "weight" if key == "rmse" else "blind_weight"
+            out["references"][f"{TV_NAME}_{key.removeprefix('rmse').strip('_') or 'tuned'}"] = {
+                "label": label,
                 "rmse_mean": mean,
                 "rmse_std": std,
-                "weight_per_seed": [[r["eval"][g]["weight"] for g in gammas] for r in tv],
+                "weight_per_seed": [[r["eval"][g][weight] for g in gammas] for r in tv],
             }
-        }
     out["gaps"] = robustness_gaps(out)
     return out
 

@@ -2,7 +2,9 @@
 
 One unit per seed (``tv/seed<k>``): for every test γ, the TV weight with the lowest RMSE on fresh clips of the
 *training* videos noised at γ (:func:`~unrolled.solvers.tv.choose_weight`), then that weight on exactly the
-noisy test clips the learned denoisers see (the same seeded noise, chunk by chunk).
+noisy test clips the learned denoisers see (the same seeded noise, chunk by chunk). That row knows the noise
+level; a second, *blind* row uses at every γ the weight chosen at the training γ, as a learned denoiser
+trained at one level must.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from unrolled.seeding import generator
 from unrolled.solvers.tv import choose_weight, tv_denoise
 
 NAME = "tv"
-LABEL = "TV (scikit-image, weight tuned per γ)"
+LABELS = {
+    "rmse": "TV, weight tuned per test γ (knows the noise level)",
+    "rmse_blind": "TV, weight tuned at the training γ (blind, as the learned models)",
+}
 
 
 def noisy_test_chunks(
@@ -42,18 +47,24 @@ def run_tv_unit(unit: Unit, data: DenoisingData, ctx: UnitContext) -> dict[str, 
     t0 = time.perf_counter()
     val_clean = data.training_video_clips(cfg, spec.validation_clips, "tv-validation")
     noise = data.noise(cfg, 0.0)
+
+    def validation_choice(gamma: float) -> tuple[float, dict[float, float]]:
+        g = generator(unit.seed, "tv-validation-noise", gamma)
+        return choose_weight(noise.with_gamma(gamma).apply(val_clean, g), val_clean, spec.weights)
+
+    blind_weight, _ = validation_choice(cfg.perturbation.train_gamma)
     out: dict[str, dict[str, Any]] = {}
     for gamma in cfg.perturbation.test_gammas:
-        val_noisy = noise.with_gamma(gamma).apply(
-            val_clean, generator(unit.seed, "tv-validation-noise", gamma)
-        )
-        weight, scores = choose_weight(val_noisy, val_clean, spec.weights)
-        sq_err = 0.0
+        weight, scores = validation_choice(gamma)
+        sq_err = {weight: 0.0, blind_weight: 0.0}
         for noisy, clean in noisy_test_chunks(data.test, noise, gamma, unit.seed):
-            sq_err += float(((tv_denoise(noisy, weight).clamp(0, 1) - clean) ** 2).sum())
+            for w in sq_err:
+                sq_err[w] += float(((tv_denoise(noisy, w).clamp(0, 1) - clean) ** 2).sum())
         out[str(gamma)] = {
-            "rmse": 255.0 * math.sqrt(sq_err / data.test.numel()),
+            "rmse": 255.0 * math.sqrt(sq_err[weight] / data.test.numel()),
+            "rmse_blind": 255.0 * math.sqrt(sq_err[blind_weight] / data.test.numel()),
             "weight": weight,
+            "blind_weight": blind_weight,
             "validation_rmse": {str(w): v for w, v in scores.items()},
         }
         ctx.advance(1)
