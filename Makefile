@@ -66,8 +66,9 @@ repro-memformers: $(VENV)/.installed-run
 	$(BIN)/python benchmarks/memformer_suite.py --resume
 
 repro-video: $(VENV)/.installed-run
-	$(BIN)/unrolled run denoise_constrained_vs_erm --resume
-	$(BIN)/unrolled run denoise_alpha_ablation --resume
+	$(BIN)/unrolled run denoise_constrained_vs_erm --resume --workers 2
+	$(BIN)/unrolled run denoise_alpha_ablation --resume --workers 2
+	$(BIN)/unrolled run denoise_robustness --resume --workers 2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -126,7 +126,11 @@ def plot_vs_gamma(
 ) -> bool:
     """A metric vs test γ, mean ± std band per method (solid: constrained); the paper's points as crosses;
     classical references (``run["references"]``) dotted black."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    entries = sum(
+        len(r["methods"]) + len(r.get("published", {})) + len(r.get("references", {})) for r in runs
+    )
+    outside = entries > 8  # a long legend goes beside the axes, not over the curves
+    fig, ax = plt.subplots(figsize=(9.6 if outside else 6.4, 4.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     i = 0
     for run in runs:
@@ -151,13 +155,16 @@ def plot_vs_gamma(
                     mew=2,
                     label=f"{prefix}{m['label']} (paper)",
                 )
-        for ref in run.get("references", {}).values():
-            ax.plot(run["gammas"], ref[mean], ":", color="black", lw=1.6, label=f"{prefix}{ref['label']}")
+        for style, ref in zip((":", "-.", "--"), run.get("references", {}).values(), strict=False):
+            ax.plot(run["gammas"], ref[mean], style, color="black", lw=1.6, label=f"{prefix}{ref['label']}")
     ax.set_xlabel("test perturbation γ")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if outside:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=7)
     save(fig, path, plt)
     return True
 
