@@ -26,6 +26,54 @@ from typing import Any
 import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS_DIR.parents[1]
+
+
+def _sources(module: str) -> list[Path]:
+    """The source files of a module, or of every module of a package (``unrolled.constrained``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"no source for measured module {module!r}")
+    origin = Path(spec.origin)
+    if origin.name == "__init__.py":
+        return sorted(origin.parent.rglob("*.py"))
+    return [origin]
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def provenance(script: str, measured: Sequence[str]) -> dict[str, Any]:
+    """What a result was measured on: the commit, whether the tree had changes, and the sha256 of every
+    source file it measures (the modules in ``measured`` and the script itself), keyed by repository path.
+
+    ``tests/test_benchmark_freshness.py`` compares these hashes with the files as they are now, so a result
+    whose measured code changed fails the tests until the benchmark is re-run.
+    """
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    files = {Path(script).resolve()}
+    for module in measured:
+        files.update(p.resolve() for p in _sources(module))
+    hashes = {str(p.relative_to(ROOT)): file_hash(p) for p in sorted(files)}
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "measured": hashes,
+    }
 
 
 def environment(device: str = "cpu") -> dict[str, Any]:

@@ -52,6 +52,7 @@ from _harness import (
     fmt_seconds,
     load_average,
     measure,
+    provenance,
     resolve_device,
     synchronizer,
     table,
@@ -62,6 +63,9 @@ from unrolled.tasks import RegressionTask
 from unrolled.tasks.regression import RegressionConfig
 from unrolled.train.loop import final_layer_mse
 
+#: The code whose speed this benchmark measures (recorded as hashes; see _harness.provenance).
+MEASURED = ("unrolled.models.linear_attention", "unrolled.models.memformer", "unrolled.trajectory",
+            "unrolled.train.loop")  # fmt: skip
 FORMS = ("reassociated", "direct")
 CHECK_RTOL = 1e-4
 SMALLEST_MIN_RATIO = 1.0
@@ -389,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             "largest_min_ratio": LARGEST_MIN_RATIO,
             "gdpp_every_size_min_ratio": GDPP_MIN_RATIO,
         },
+        "provenance": provenance(__file__, MEASURED),
         "matmul_peak_gflops": args.peak_gflops,
         "cases": cases,
         "by_model": by_model,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from _harness import compare_steps, print_ratios
+from _harness import compare_steps, print_ratios, provenance
 from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, Objective
 from unrolled.experiments import load_config
 from unrolled.experiments.denoising import ClipStream, DenoiserMethod, build_denoiser, load_split
@@ -46,6 +46,12 @@ from unrolled.train.checkpoint import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "denoise_constrained_vs_erm.yaml"
+#: The code whose speed this benchmark measures (recorded as hashes; see _harness.provenance).
+MEASURED = (
+    "unrolled.models.denoisers", "unrolled.models.dust", "unrolled.models.unrolled_transformer",
+    "unrolled.constrained", "unrolled.trajectory", "unrolled.perturb", "unrolled.experiments.denoising.data",
+    "unrolled.tasks.video.clips",
+)  # fmt: skip
 
 
 def main() -> None:
@@ -163,6 +169,7 @@ def main() -> None:
         },
         "targets": targets,
         "passed": {**passed, "loader": loader_cps / train_cps >= targets["loader_over_training_min"]},
+        "provenance": provenance(__file__, MEASURED),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "device": args.device,
