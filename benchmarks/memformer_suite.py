@@ -19,10 +19,14 @@ from pathlib import Path
 
 import torch
 
+from _harness import provenance
 from unrolled.experiments import load_config, run_experiment
 from unrolled.train.checkpoint import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The code the suite's time depends on (recorded as hashes; see _harness.provenance).
+MEASURED = ("unrolled.models", "unrolled.train", "unrolled.constrained", "unrolled.solvers",
+            "unrolled.trajectory", "unrolled.experiments.regression", "unrolled.tasks.regression")  # fmt: skip
 CONFIGS = [
     "memformer_gdpp_noniso",
     "memformer_gdpp_iso",
@@ -63,6 +67,7 @@ def main() -> None:
     total = time.perf_counter() - t_all
     record = {
         "benchmark": "memformer_suite",
+        "provenance": provenance(__file__, MEASURED),
         "configs": names,
         "seconds_per_config": seconds,
         "unit_compute_seconds_per_config": compute,
