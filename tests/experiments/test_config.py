@@ -89,7 +89,7 @@ def test_errors_name_the_file_and_the_key_never_a_pydantic_dump():
     root = Path(__file__).parents[2] / "configs"
     cases = {
         "methods.2.constraints.alpha=1.5": r"methods\[2\]\.constraints\.alpha: must be in \[0, 1\), got 1\.5$",
-        "methods.1.kind=utt": r"methods\[1\]\.kind: unknown kind 'utt' \(did you mean 'ut'\?\); one of ut, vit$",
+        "methods.1.kind=utt": r"methods\[1\]\.kind: unknown kind 'utt' \(did you mean 'ut'\?\); one of ut, vit, dust$",
         "task.kind=vidoe": r"task\.kind: unknown kind 'vidoe' \(did you mean 'video'\?\)",
         "perturbation.test_gammas=[]": r"perturbation\.test_gammas: must not be empty$",
         "methods.0.patch=[2, 8]": r"methods\[0\]\.patch: needs 3 entries, got 2$",
