@@ -120,29 +120,36 @@ def test_bad_shapes_are_errors():
         LinearTransformer(5, 20, 0)
 
 
+@pytest.mark.parametrize("d", [2, 5])
 @pytest.mark.parametrize("kind", ["transformer", "lfom", "lfom_no_current", "cgd", "mixture"])
-def test_models_with_free_B_run_batch_first_and_equal_the_direct_form(kind, batch64):
-    """The GD++ layout (batch-first, :attr:`LinearTransformer.batch_first`) gives every model the direct
-    form's trajectory, Memformer masks and mixtures of a B-free and a B = 0 expert included."""
+def test_models_with_free_B_equal_the_direct_form_in_either_layout(kind, d):
+    """GD++ runs batch-first by batched products from d = SMALL_D on and elementwise batch-last below it
+    (:attr:`LinearTransformer.batch_first`); either way every model gives the direct form's trajectory and
+    gradients, Memformer masks and mixtures of a B-free and a B = 0 expert included."""
     from unrolled.models import CGDMemformer, LFOMMemformer, MixtureOfExperts
+    from unrolled.models.linear_attention import SMALL_D
+
+    batch64 = make_batch(64, seed=4, d=d, covariance="isotropic")
 
     def build(attention: str) -> torch.nn.Module:
         g = torch.Generator().manual_seed(3)
         kw = {"A": "full", "init_std": 0.2, "attention": attention, "generator": g}
         if kind == "transformer":
-            return LinearTransformer(5, 20, 3, B="free", heads=2, **kw)
+            return LinearTransformer(d, 20, 3, B="free", heads=2, **kw)
         if kind == "cgd":
-            return CGDMemformer(5, 20, 3, B="free", **kw)
+            return CGDMemformer(d, 20, 3, B="free", **kw)
         if kind == "mixture":
-            experts = [LFOMMemformer(5, 20, 3, B="free", **kw), LinearTransformer(5, 20, 3, B="zero", **kw)]
+            experts = [LFOMMemformer(d, 20, 3, B="free", **kw), LinearTransformer(d, 20, 3, B="zero", **kw)]
             return MixtureOfExperts(experts, gate="linear", gate_init=[0.6, 0.5])
-        model = LFOMMemformer(5, 20, 3, B="free", include_current=kind == "lfom", **kw)
+        model = LFOMMemformer(d, 20, 3, B="free", include_current=kind == "lfom", **kw)
         with torch.no_grad():
             model.gamma.copy_(torch.rand(model.gamma.shape, generator=g))
         return model
 
     fast, direct = build("reassociated").double(), build("direct").double()
     direct.load_state_dict(fast.state_dict())
+    inner = fast.experts[0] if kind == "mixture" else fast
+    assert inner.batch_first == (d >= SMALL_D)
     ours, ref = fast(batch64), direct(batch64)
     for a, b in zip(ours.states, ref.states, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

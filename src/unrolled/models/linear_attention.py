@@ -16,8 +16,10 @@ Two evaluation orders give the same result (tested):
   * ``reassociated`` (default): S M V = Z W (Zᵀ M Z) P̃, where Zᵀ M Z is ``[B, d+1, d+1]``, O(n d²).
 Heads are summed; in the re-associated order with B free (GD++) the sum collapses into one per-prompt
 ``[d+1, d+1]`` matrix G (:meth:`LinearAttention._free_batch_first`), formed and applied by batched matrix
-products in a batch-first layout: at (d, n) = (20, 200) and (50, 2000) a training step is 10–50× faster than
-the direct form's (``benchmarks/bench_attention.py``). With B = 0 only the label column changes and the heads
+products in a batch-first layout: at (d, n) = (20, 200) and (50, 2000) a training step is 8–40× faster than
+the direct form's (``benchmarks/bench_attention.py``), close to the ratio of their operation counts. Below
+d = ``SMALL_D`` tiny per-prompt products cost more than elementwise work over a batch-last layout, which
+:meth:`LinearAttention._free_elementwise` does instead. With B = 0 only the label column changes and the heads
 collapse further, into one preconditioner Σ_h A_h: Δy_i = −(1/n) x_iᵀ (Σ_h A_h) Σ_{j≤n} x_j y_j, computed
 with O(n d) elementwise work in a batch-last layout and one shared ``[d, d]`` product (per-prompt tiny
 matrix products are slow on CPUs).
@@ -34,6 +36,10 @@ from torch import Tensor, nn
 AForm = Literal["full", "scalar", "fixed"]
 BForm = Literal["zero", "free"]
 AttentionForm = Literal["reassociated", "direct"]
+
+SMALL_D = 4
+"""Below this d a B-free layer runs elementwise over a batch-last layout; from it on, by batched matrix
+products batch-first (measured on CPUs, ``benchmarks/bench_attention.py`` and the d = 1 mixture suite)."""
 
 
 class LinearAttention(nn.Module):
@@ -119,6 +125,8 @@ class LinearAttention(nn.Module):
         if self.attention == "direct":
             return self._direct(Z)
         if self.B_form == "free":
+            if self.d < SMALL_D:
+                return self._free_elementwise(Z.permute(1, 2, 0).contiguous()).permute(2, 0, 1)
             return self._free_batch_first(Z)
         return self._label_update(Z.permute(1, 2, 0).contiguous()).permute(2, 0, 1)
 
@@ -132,9 +140,38 @@ class LinearAttention(nn.Module):
         return self._label_update(Zt)
 
     def _free_batch_last(self, Zt: Tensor) -> Tensor:
-        """General B, batch-last ``[n+1, d+1, B]``: :meth:`_free_batch_first` on the batch-first view (the
-        models run B-free layers batch-first, so this is for callers holding batch-last tokens)."""
+        """General B, batch-last ``[n+1, d+1, B]``: elementwise for small d, else :meth:`_free_batch_first` on
+        the batch-first view."""
+        if self.d < SMALL_D:
+            return self._free_elementwise(Zt)
         return self._free_batch_first(Zt.permute(2, 0, 1)).permute(1, 2, 0)
+
+    def _free_elementwise(self, Zt: Tensor) -> Tensor:
+        """General B for small d, batch-last ``[n+1, d+1, B]``, using the block structure of W and P̃.
+
+        Z W C P̃ has a zero label row in W, so with u_i = A_hᵀ x_i (one shared product) the update of token
+        i is −(1/n) [B_h C_xx u_i, c_xyᵀ u_i], C_xx = Σ_j x_j x_jᵀ ``[d, d, B]`` and c_xy = Σ_j x_j y_j. The
+        only per-prompt contraction is d×d (not (d+1)×(d+1) twice), done elementwise over a contiguous batch:
+        below d = ``SMALL_D`` faster on CPUs than per-prompt products of tiny matrices; above it the
+        ``[n+1, d, d, B]`` elementwise work grows as d² and :meth:`_free_batch_first` wins.
+        """
+        n1, d, batch = Zt.shape[0], self.d, Zt.shape[2]
+        n = n1 - 1
+        X = Zt[:, :d]  # [n+1, d, B]
+        context = X[:n]
+        Cxx = (context.unsqueeze(2) * context.unsqueeze(1)).sum(dim=0)  # [d, d, B]
+        cxy = (context * Zt[:n, d:]).sum(dim=0)  # [d, B]
+        Xf = X.transpose(0, 1).reshape(d, n1 * batch)  # [d, (n+1) B]
+        out_x = torch.zeros(n1, d, batch, dtype=Zt.dtype, device=Zt.device)
+        out_y = torch.zeros(n1, batch, dtype=Zt.dtype, device=Zt.device)
+        A = self.preconditioners()
+        for h in range(self.heads):
+            U = (A[h].T @ Xf).reshape(d, n1, batch).transpose(0, 1)  # u_i = A_hᵀ x_i  [n+1, d, B]
+            V = (U.unsqueeze(2) * Cxx.unsqueeze(0)).sum(dim=1)  # C_xx u_i  [n+1, d, B]
+            Vf = V.transpose(0, 1).reshape(d, n1 * batch)
+            out_x = out_x + (self.B[h] @ Vf).reshape(d, n1, batch).transpose(0, 1)
+            out_y = out_y + (U * cxy).sum(dim=1)
+        return torch.cat([out_x, out_y.unsqueeze(1)], dim=1) / -n
 
     def _free_batch_first(self, Z: Tensor) -> Tensor:
         """General B, batch-first ``[B, n+1, d+1]``, using the block structure of W and P̃.

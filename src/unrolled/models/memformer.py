@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from unrolled.models.linear_attention import AForm, AttentionForm, BForm, LinearAttention
+from unrolled.models.linear_attention import SMALL_D, AForm, AttentionForm, BForm, LinearAttention
 from unrolled.tasks.regression import RegressionBatch
 from unrolled.trajectory import Trajectory
 
@@ -88,7 +88,7 @@ class LinearTransformer(nn.Module):
         )
         # the layout of the full-token path: batch-first when a layer has B free (its update is batched
         # matrix products over prompts), batch-last otherwise (B = 0 updates are elementwise over the batch)
-        self.batch_first = B == "free"
+        self.batch_first = B == "free" and d >= SMALL_D
 
     def init_memory(self, Z: Tensor) -> Tensor | None:
         """The memory before layer 0 (None for the memoryless transformer)."""
