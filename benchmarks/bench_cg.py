@@ -41,6 +41,7 @@ from _harness import (
     fmt_seconds,
     load_average,
     measure,
+    provenance,
     resolve_device,
     synchronizer,
     table,
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "benchmark": "bench_cg",
+        "provenance": provenance(__file__, ("unrolled.solvers.classical", "unrolled.trajectory")),
         "description": "batched torch conjugate gradient vs a per-prompt NumPy Fletcher-Reeves CG loop",
         "environment": env,
         "settings": {
