@@ -21,10 +21,14 @@ from pathlib import Path
 
 import torch
 
+from _harness import provenance
 from unrolled.experiments import load_config, run_experiment
 from unrolled.train.checkpoint import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The code the suite's time depends on (recorded as hashes; see _harness.provenance).
+MEASURED = ("unrolled.models", "unrolled.train", "unrolled.constrained", "unrolled.solvers",
+            "unrolled.trajectory", "unrolled.experiments.regression", "unrolled.tasks.regression")  # fmt: skip
 CONFIGS = [
     "memformer_cgd_noniso_scalar",
     "memformer_cgd_noniso_precond",
@@ -101,6 +105,7 @@ def main() -> None:
     print()
     print(summary)
     record = {
+        "provenance": provenance(__file__, MEASURED),
         "target_seconds_per_protocol": TARGET_SECONDS,
         "seconds": timings,
         "passed": {p: t["total"] <= TARGET_SECONDS for p, t in timings.items()},
