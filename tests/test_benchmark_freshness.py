@@ -20,7 +20,6 @@ UNRECORDED = {
     "bench_audit.json",
     "bench_sft.json",
     "bench_text.json",
-    "reproduction_suite.json",
 }
 
 
