@@ -271,10 +271,10 @@ def compare_steps(
 
 def print_ratios(median: Mapping[str, float], memory: Mapping[str, int], base: str = "erm") -> None:
     """One line per variant: step time and memory, and both over the ``base`` variant's."""
-    print(f"{'variant':22s} {'step':>10s} {'×ERM':>6s} {'memory MB':>10s} {'×ERM':>6s}")
+    print(f"{'variant':40s} {'step':>10s} {'×ERM':>6s} {'memory MB':>10s} {'×ERM':>6s}")
     for k in median:
         print(
-            f"{k:22s} {median[k] * 1e3:8.1f} ms {median[k] / median[base]:6.2f} "
+            f"{k:40s} {median[k] * 1e3:8.1f} ms {median[k] / median[base]:6.2f} "
             f"{memory[k] / 2**20:10.1f} {memory[k] / memory[base]:6.2f}"
         )
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from unrolled.constrained.gram import AffineReadout
 
 Readout = Callable[[Tensor], Tensor]
 """Maps one state ``[B, ...]`` to a prediction ``[B, ...]``."""
@@ -50,11 +54,15 @@ class Trajectory:
             large to materialise for a whole batch (a logit lens over a vocabulary of 50k-130k tokens):
             losses are then computed chunk by chunk. Layerwise losses and objectives use it when they are
             given no loss of their own.
+        affine_readout: optionally, the readout described as affine in a per-token normalised state, with
+            :attr:`state_loss` its mean squared error: a constrained objective then reads the intermediate
+            layers out in Gram form (:mod:`unrolled.constrained.gram`), at about the cost of one readout.
     """
 
     states: tuple[Tensor, ...]
     readout: Readout
     state_loss: StateLoss | None = None
+    affine_readout: AffineReadout | None = None
 
     def __post_init__(self) -> None:
         if len(self.states) == 0:

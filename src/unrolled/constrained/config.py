@@ -21,7 +21,9 @@ class ConstraintConfig(ConfigModel):
     (``dual_source: train``) or on a held-out constraint batch of ``heldout_size`` problems (``heldout``).
     ``detach_previous`` stops gradients through f_{l−1} in the slack (default; see
     :mod:`unrolled.constrained.descent` for why). ``layers`` lists the layers (1..L) that carry a constraint
-    (default: all).
+    (default: all). ``readout_fraction`` < 1 reads the intermediate layers on that share of each batch's
+    samples (an unbiased estimate; the last layer in full), for solvers whose trajectory describes its readout
+    as affine (:class:`~unrolled.constrained.gram.AffineReadout`: the video denoisers).
     """
 
     alpha: Alpha = 0.1
@@ -33,6 +35,7 @@ class ConstraintConfig(ConfigModel):
     dual_source: Literal["train", "heldout"] = "train"
     heldout_size: Annotated[Int, Field(ge=1)] = 1000
     layers: Annotated[tuple[Annotated[Int, Field(ge=1)], ...], Field(min_length=1)] | None = None
+    readout_fraction: Annotated[Float, Field(gt=0, le=1)] = 1.0
 
     def alpha_for(self, depth: int) -> float | tuple[float, ...]:
         """α for a model of ``depth`` layers (the per-layer list must match it)."""

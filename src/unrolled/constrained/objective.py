@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from unrolled.constrained.descent import DescentConstraints
 from unrolled.constrained.multipliers import Multipliers
+from unrolled.constrained.subsample import subsample
 from unrolled.trajectory import LossFn, Trajectory, squared_error
 
 
@@ -56,6 +57,9 @@ class ConstrainedObjective(Objective):
         dual_source: ``"train"``, ŝ = the mean slack over the training batches since the last dual step, or
             ``"heldout"``, ŝ = the slack on a held-out constraint batch (the trainer passes a function that
             computes it).
+        readout_fraction: read the intermediate layers on this share of each batch's samples (an unbiased
+            estimate; the last layer in full); 1: every sample. Needs a trajectory with an affine readout.
+        generator: draws those subsets (its state is saved with the objective's).
     """
 
     constrained = True
@@ -71,8 +75,14 @@ class ConstrainedObjective(Objective):
         per_sample_loss: LossFn | None = squared_error,
         dual_every: int = 1,
         dual_source: str = "train",
+        readout_fraction: float = 1.0,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(per_sample_loss)
+        if not 0 < readout_fraction <= 1:
+            raise ValueError(f"readout_fraction must be in (0, 1], got {readout_fraction}")
+        self.readout_fraction = readout_fraction
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
         if dual_every < 1:
             raise ValueError(f"dual_every must be >= 1, got {dual_every}")
         if dual_source not in ("train", "heldout"):
@@ -100,10 +110,44 @@ class ConstrainedObjective(Objective):
 
         The Lagrangian's gradient is Σ_l w_l ∇f_l with w = :meth:`gradient_weights`; while a layer's
         multipliers are zero its w_l is 0, so its readout needs no backward pass (same gradient, less work).
-        The readouts of the other intermediate layers are recomputed in the backward pass rather than stored
-        (activation checkpointing): the constraints then cost almost no memory beyond ERM's.
+
+        When the objective uses the trajectory's own loss (``per_sample_loss=None``) and the trajectory
+        describes its readout as affine (:attr:`Trajectory.affine_readout`, the video denoisers), the
+        intermediate layers are read out together in Gram form (:mod:`unrolled.constrained.gram`: one
+        ``[D, D]`` product per layer, no ``[B, T, P]`` prediction), on ``readout_fraction`` of the samples;
+        the last layer always through ``state_loss``, in full. Otherwise each intermediate readout is
+        recomputed in the backward pass rather than stored (activation checkpointing): either way the
+        constraints cost almost no memory beyond ERM's.
         """
-        weights = self.gradient_weights(trajectory.depth)
+        weights = self.gradient_weights(trajectory.depth).tolist()
+        affine = trajectory.affine_readout if self.per_sample_loss is None else None
+        if affine is None:
+            if self.readout_fraction < 1:
+                raise ValueError(
+                    "readout_fraction < 1 needs a trajectory with an affine readout (Trajectory.affine_readout) "
+                    "and the trajectory's own loss (per_sample_loss=None)"
+                )
+            return self._layer_by_layer(trajectory, target, weights)
+        depth, states = trajectory.depth, trajectory.states
+        pick = subsample(target.shape[0], self.readout_fraction, self.generator)
+        graph = [l for l in range(depth) if weights[l] != 0 and states[l].requires_grad]
+        free = [l for l in range(depth) if l not in graph]
+        losses: list[Tensor | None] = [None] * (depth + 1)
+        terms = affine.terms(target, pick)  # shared by both groups
+        if free:
+            with torch.no_grad():
+                values = affine.mse([states[l] for l in free], terms).mean(dim=1)
+            for l, v in zip(free, values, strict=True):
+                losses[l] = v
+        if graph:
+            values = affine.mse([states[l] for l in graph], terms).mean(dim=1)
+            for l, v in zip(graph, values, strict=True):
+                losses[l] = v
+        losses[depth] = trajectory.sample_losses(states[depth], target).mean()
+        return torch.stack(losses)  # type: ignore[arg-type]
+
+    def _layer_by_layer(self, trajectory: Trajectory, target: Tensor, weights: list[float]) -> Tensor:
+        """f_0..f_L, one readout per layer (intermediate ones with a graph are recomputed in the backward)."""
 
         def layer_loss(state: Tensor) -> Tensor:
             return trajectory.sample_losses(state, target, self.per_sample_loss).mean()
@@ -130,10 +174,10 @@ class ConstrainedObjective(Objective):
         s = slacks.detach().to(torch.float64).cpu()
         self._slack_sum = s if self._slack_sum is None else self._slack_sum + s
         self._slack_count += 1
-        info = {
-            "layer_losses": [float(v) for v in losses.detach()],
-            "slacks": [float(v) for v in s],
-            "multipliers": [float(v) for v in self.multipliers.value],
+        info = {  # one conversion each (not one per layer): bookkeeping should not show in a profile
+            "layer_losses": losses.detach().tolist(),
+            "slacks": s.tolist(),
+            "multipliers": self.multipliers.value.tolist(),
         }
         return lagrangian, info
 
@@ -160,11 +204,14 @@ class ConstrainedObjective(Objective):
             "multipliers": self.multipliers.state_dict(),
             "slack_sum": self._slack_sum,
             "slack_count": self._slack_count,
+            "generator": self.generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.multipliers.load_state_dict(state["multipliers"])
         self._slack_sum, self._slack_count = state["slack_sum"], int(state["slack_count"])
+        if "generator" in state:  # checkpoints written before subsampling existed have none
+            self.generator.set_state(state["generator"])
 
 
 def objective_from_config(
@@ -172,6 +219,7 @@ def objective_from_config(
     depth: int,
     per_sample_loss: LossFn | None,
     heldout_batch: Callable[[int], tuple[Any, Tensor]] | None = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[Objective, Callable[[torch.nn.Module], Tensor] | None]:
     """The objective a :class:`~unrolled.config.ConstraintConfig` (or None: ERM) describes for ``depth`` layers.
 
@@ -181,6 +229,7 @@ def objective_from_config(
         per_sample_loss: ``(prediction, target) -> [B]``; None: the trajectory's own ``state_loss``.
         heldout_batch: ``size -> (inputs, target)``, a held-out constraint batch (inputs a tensor, a batch
             object, or a mapping of keyword inputs); called only for ``dual_source: heldout``.
+        generator: draws the readout subsets when ``readout_fraction`` < 1.
 
     Returns:
         The objective, and for ``dual_source: heldout`` the function ``model -> slacks [L]`` the trainer
@@ -195,6 +244,8 @@ def objective_from_config(
         per_sample_loss,
         dual_every=config.dual_every,
         dual_source=config.dual_source,
+        readout_fraction=config.readout_fraction,
+        generator=generator,
     )
     if config.dual_source != "heldout":
         return objective, None

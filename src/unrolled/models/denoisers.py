@@ -8,7 +8,9 @@ A clip ``[B, T, C, H, W]`` is cut into space-time patches of ``(pt, ph, pw)`` fr
     readout(Φ) = unpatchify(LN(Φ) R + r)                (one linear patch decoder, the same for every Φ_l)
 
 and :meth:`VideoDenoiser.forward` returns the :class:`~unrolled.trajectory.Trajectory` of the token states
-``[B, N, D]`` with that readout, so ``trajectory.layerwise_losses(clean, loss=clip_mse)`` gives f_0..f_L.
+``[B, N, D]`` with that readout, so ``trajectory.layerwise_losses(clean, loss=clip_mse)`` gives f_0..f_L. The
+trajectory's own loss is that MSE, and it describes the readout as affine, so a constrained objective can read
+the intermediate layers out in Gram form (:mod:`unrolled.constrained.gram`).
 
 Design choices:
 
@@ -28,11 +30,13 @@ Design choices:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from unrolled.constrained.gram import AffineReadout
 from unrolled.models.unrolled_transformer import (
     Activation,
     Norm,
@@ -123,6 +127,23 @@ class PatchDecoder(nn.Module):
     def forward(self, state: Tensor) -> Tensor:
         check_tokens(state, self.width)
         return unpatchify(self.linear(self.norm(state)), self.patch, self.clip_shape)
+
+    def affine(self) -> AffineReadout:
+        """This readout as an :class:`~unrolled.constrained.gram.AffineReadout` (targets patchified)."""
+        norm = self.norm if isinstance(self.norm, nn.LayerNorm) else None
+        return AffineReadout(
+            self.linear.weight,
+            self.linear.bias,
+            targets=lambda clip: patchify(clip, self.patch),
+            norm_eps=None if norm is None else norm.eps,
+            norm_weight=None if norm is None else norm.weight,
+            norm_bias=None if norm is None else norm.bias,
+        )
+
+
+def mse_loss_of(readout: Callable[[Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    """``(state, clean) -> clip_mse(readout(state), clean)`` ``[B]``: a denoiser trajectory's own loss."""
+    return lambda state, clean: clip_mse(readout(state), clean)
 
 
 class VideoDenoiser(nn.Module):
@@ -216,5 +237,7 @@ class VideoDenoiser(nn.Module):
         return self.embed(patchify(noisy, self.patch)) + self.pos
 
     def forward(self, noisy: Tensor) -> Trajectory:
-        """Token states Φ_0..Φ_L ``[B, N, D]`` of a noisy clip ``[B, T, C, H, W]``, and the shared readout."""
-        return Trajectory(self.backbone(self.embed_clip(noisy)), self.readout)
+        """Token states Φ_0..Φ_L ``[B, N, D]`` of a noisy clip ``[B, T, C, H, W]``, the shared readout, its
+        MSE as the trajectory's own loss, and the readout described as affine."""
+        states = self.backbone(self.embed_clip(noisy))
+        return Trajectory(states, self.readout, mse_loss_of(self.readout), self.readout.affine())

@@ -33,7 +33,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from unrolled.models.denoisers import Patch, _check_divisible, _check_patch, patchify, unpatchify
+from unrolled.constrained.gram import AffineReadout
+from unrolled.models.denoisers import (
+    Patch,
+    _check_divisible,
+    _check_patch,
+    mse_loss_of,
+    patchify,
+    unpatchify,
+)
 from unrolled.trajectory import Trajectory
 
 
@@ -178,7 +186,8 @@ class DUSTDenoiser(nn.Module):
         return unpatchify(patches, self.patch, self.clip_shape)
 
     def forward(self, noisy: Tensor) -> Trajectory:
-        """Codes S_0 = 0, S_1..S_L ``[B, T', P, K]`` of a noisy clip ``[B, T, C, H, W]``, and the readout."""
+        """Codes S_0 = 0, S_1..S_L ``[B, T', P, K]`` of a noisy clip ``[B, T, C, H, W]``, the readout, its MSE
+        as the trajectory's own loss, and the readout described as affine (the dictionary)."""
         if noisy.dim() != 5 or tuple(noisy.shape[1:]) != self.clip_shape:
             raise ValueError(
                 f"model built for clips [B, {', '.join(map(str, self.clip_shape))}], got {tuple(noisy.shape)}"
@@ -187,4 +196,10 @@ class DUSTDenoiser(nn.Module):
         states = [y.new_zeros(*y.shape[:3], self.codes)]
         for layer in self.layers:
             states.append(layer(states[-1], y, self.dictionary))
-        return Trajectory(tuple(states), self.readout)
+        affine = AffineReadout(
+            self.dictionary.weight,
+            self.dictionary.bias,
+            targets=lambda clip: patchify(clip, self.patch),
+            tokens=lambda s: s.reshape(s.shape[0], -1, s.shape[-1]),
+        )
+        return Trajectory(tuple(states), self.readout, mse_loss_of(self.readout), affine)

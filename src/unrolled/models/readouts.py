@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from unrolled.constrained.subsample import subsample
+
 Pooling = Literal["mean", "first"]
 IGNORE_INDEX = -100
 """Labels equal to this are not trained on (the Hugging Face convention)."""
@@ -130,9 +132,9 @@ class LogitLens:
         h, y, _ = self._targets(states, labels)
         if y.numel() == 0:
             return states.sum() * 0.0  # no trained token: a differentiable zero
-        if fraction < 1.0:
-            count = max(1, round(fraction * y.numel()))
-            pick = torch.randperm(y.numel(), generator=generator)[:count].to(y.device)
+        pick = subsample(y.numel(), fraction, generator)
+        if pick is not None:
+            pick = pick.to(y.device)
             h, y = h[pick], y[pick]
         grad = torch.is_grad_enabled() and h.requires_grad
         total = h.new_zeros((), dtype=torch.float32)

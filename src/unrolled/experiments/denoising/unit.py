@@ -116,8 +116,12 @@ def run_unit(unit: Unit, data: DenoisingData, ctx: UnitContext) -> dict[str, Any
         data.split.train, cfg.train.batch_size, data.noise(cfg, train_gamma), generator(unit.seed, "train")
     )
     objective, heldout = objective_from_config(
-        method.constraints, method.depth, clip_mse, lambda size: data.heldout(cfg, size, train_gamma)
-    )
+        method.constraints,
+        method.depth,
+        None,
+        lambda size: data.heldout(cfg, size, train_gamma),
+        generator(unit.seed, method.name, "readout-subsets"),
+    )  # None: the denoiser's own loss (its clip MSE), so the intermediate readouts go in Gram form
     train_cfg = cfg.train if method.steps is None else cfg.train.model_copy(update={"steps": method.steps})
     noise = None
     if method.layer_noise is not None:
