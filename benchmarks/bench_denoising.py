@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=None, help="clips per step (default: the config's)")
     parser.add_argument(
         "--data", choices=["videos", "random"], default="videos",
         help="the config's real clips (needs the video extra and data), or random clips of their size "
@@ -76,6 +77,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(CONFIG)
+    if args.batch_size is not None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"batch_size": args.batch_size})})
     assert isinstance(cfg.task, VideoDataConfig)
     method = next(
         m for m in cfg.methods if isinstance(m, DenoiserMethod) and m.kind == "ut" and m.constraints
