@@ -54,6 +54,8 @@ def aggregate(cfg: DenoisingExperiment, records: Sequence[dict[str, Any]]) -> di
             "layer_mse_mean": layer,
             "violation_share": viol,
             "parameters": recs[0]["parameters"],
+            # seconds per training step, over the seeds trained in one go (resumed units left out)
+            "step_seconds": _step_seconds(recs),
         }
         if "multipliers" in recs[0]:
             entry["multipliers_per_seed"] = [r["multipliers"] for r in recs]
@@ -72,6 +74,12 @@ def aggregate(cfg: DenoisingExperiment, records: Sequence[dict[str, Any]]) -> di
             }
     out["gaps"] = robustness_gaps(out)
     return out
+
+
+def _step_seconds(records: Sequence[dict[str, Any]]) -> float | None:
+    """Mean seconds per training step of the units trained without a resume (None if there are none)."""
+    whole = [r for r in records if r.get("train_seconds") is not None and not r.get("resumed_from")]
+    return sum(r["train_seconds"] / r["steps"] for r in whole) / len(whole) if whole else None
 
 
 def robustness_gaps(results: dict[str, Any]) -> dict[str, Any]:

@@ -54,11 +54,27 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
     ]
     parts += robustness_section(results, run_dir, plt)
     parts += final_multipliers(results)
+    parts += step_times(results)
     if plt is not None:
         plot_rmse_vs_gamma([results], run_dir / "rmse_vs_gamma.png", plt)
         plot_layers(results, run_dir / "loss_vs_layer.png", plt)
         parts += ["![RMSE vs γ](rmse_vs_gamma.png)", "", "![loss vs layer](loss_vs_layer.png)", ""]
     return parts
+
+
+def step_times(results: dict[str, Any]) -> list[str]:
+    """Training time per step of each method, and its ratio to the first unconstrained method's."""
+    methods = results["methods"]
+    timed = {k: m["step_seconds"] for k, m in methods.items() if m.get("step_seconds")}
+    if not timed:
+        return []
+    base = next((k for k, m in methods.items() if not m["constrained"] and k in timed), None)
+    lines = ["## Training time per step (mean over seeds trained without a resume; workers share the CPU)", "",
+             "| method | ms / step | × " + (base or "—") + " |", "|---|---|---|"]  # fmt: skip
+    for k, sec in timed.items():
+        ratio = f"{sec / timed[base]:.2f}" if base else "—"
+        lines.append(f"| {methods[k]['label']} | {1e3 * sec:.1f} | {ratio} |")
+    return [*lines, ""]
 
 
 def summary(results: dict[str, Any]) -> str:

@@ -142,6 +142,8 @@ def run_unit(unit: Unit, data: DenoisingData, ctx: UnitContext) -> dict[str, Any
         "layers": method.depth,
         "final_train_loss": result.final_loss if math.isfinite(result.final_loss) else None,
         "steps": result.steps,
+        "train_seconds": result.seconds,  # of this call (a resumed unit's covers the steps after the resume)
+        "resumed_from": result.resumed_from,
         "train_gamma": train_gamma,
         "sigma": data.sigma,
         "parameters": sum(p.numel() for p in model.parameters()),
