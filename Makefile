@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 WORKERS ?=
 
-.PHONY: run test lint bench repro repro-memformers repro-video repro-sft clean
+.PHONY: run test lint bench bench-cuda repro repro-memformers repro-video repro-sft clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ bench: $(VENV)/.installed-dev $(SMOLLM2)
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_sft.py
 
+bench-cuda: $(VENV)/.installed-dev
+	PYTHON=$(BIN)/python bash benchmarks/run_cuda.sh
+
 repro-sft: $(VENV)/.installed-run $(SMOLLM2)
 	$(BIN)/unrolled run sft_constrained_vs_erm --resume
 	$(BIN)/unrolled run sft_readout_subsampling --resume
@@ -69,6 +72,7 @@ repro-video: $(VENV)/.installed-run
 	$(BIN)/unrolled run denoise_constrained_vs_erm --resume --workers 2
 	$(BIN)/unrolled run denoise_alpha_ablation --resume --workers 2
 	$(BIN)/unrolled run denoise_robustness --resume --workers 2
+	$(BIN)/unrolled run denoise_readout_subsampling --resume --workers 2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
