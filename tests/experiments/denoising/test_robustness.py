@@ -90,7 +90,7 @@ def test_study_run_pairs_methods_and_tv_never_sees_test_clips(tmp_path, monkeypa
     # layer noise: built for the one method that asks for it, applied in training only (1 hook × 6 steps)
     assert applied == {"built": 1, "train": 6, "eval": 0}
 
-    assert len(seen) == 4 + 1  # one weight choice per test γ, and the blind one at the training γ
+    assert len(seen) == 4  # one weight choice per test γ; the blind one is the training γ's (a test γ too)
     tv, blind = results["references"]["tv_tuned"], results["references"]["tv_blind"]
     assert len(tv["rmse_mean"]) == 4 and tv["weight_per_seed"][0][0] == 0.0  # clean input: no smoothing
     assert len(set(blind["weight_per_seed"][0])) == 1  # one weight for every γ: the training γ's

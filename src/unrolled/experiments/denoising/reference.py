@@ -48,9 +48,16 @@ def run_tv_unit(unit: Unit, data: DenoisingData, ctx: UnitContext) -> dict[str, 
     val_clean = data.training_video_clips(cfg, spec.validation_clips, "tv-validation")
     noise = data.noise(cfg, 0.0)
 
+    choices: dict[float, tuple[float, dict[float, float]]] = {}
+
     def validation_choice(gamma: float) -> tuple[float, dict[float, float]]:
-        g = generator(unit.seed, "tv-validation-noise", gamma)
-        return choose_weight(noise.with_gamma(gamma).apply(val_clean, g), val_clean, spec.weights)
+        """The weight for level γ, chosen once (the training γ is usually also a test γ)."""
+        if gamma not in choices:
+            g = generator(unit.seed, "tv-validation-noise", gamma)
+            choices[gamma] = choose_weight(
+                noise.with_gamma(gamma).apply(val_clean, g), val_clean, spec.weights
+            )
+        return choices[gamma]
 
     blind_weight, _ = validation_choice(cfg.perturbation.train_gamma)
     out: dict[str, dict[str, Any]] = {}
