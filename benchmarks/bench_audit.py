@@ -30,9 +30,11 @@ from typing import Any
 
 import torch
 
-from _harness import environment, write_json
+from _harness import environment, provenance, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The code whose speed and memory this benchmark measures (recorded as hashes; see _harness.provenance).
+MEASURED = ("unrolled.models.hf", "unrolled.models.readouts", "unrolled.trajectory")
 TARGET = 1.5
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -142,6 +144,7 @@ def main() -> None:
         "target_memory_ratio_max": TARGET,
         "passed": ratio <= TARGET,
         "environment": environment(args.device),
+        "provenance": provenance(__file__, MEASURED),
     }
     write_json(record, Path(args.out))
     print(f"passed: {record['passed']}")

@@ -28,13 +28,16 @@ from pathlib import Path
 
 import torch
 
-from _harness import compare_steps, environment, print_ratios, write_json
+from _harness import compare_steps, environment, print_ratios, provenance, write_json
 from unrolled.constrained.config import ConstraintConfig
 from unrolled.models.hf import EncoderSolver, load_model, load_tokenizer
 from unrolled.tasks.text import newsgroups
 from unrolled.train.hf import ConstrainedTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The code whose speed and memory this benchmark measures (recorded as hashes; see _harness.provenance).
+MEASURED = ("unrolled.models.hf", "unrolled.models.readouts", "unrolled.train.hf", "unrolled.constrained",
+            "unrolled.trajectory")  # fmt: skip
 TARGETS = {"constrained_time_ratio_max": 1.15, "constrained_memory_ratio_max": 1.10}
 
 
@@ -134,6 +137,7 @@ def main() -> None:
         "targets": TARGETS,
         "passed": passed,
         "environment": environment(args.device),
+        "provenance": provenance(__file__, MEASURED),
     }
     write_json(record, Path(args.out))
     print(f"passed: {passed}")
