@@ -123,7 +123,7 @@ def test_erm_logs_layerwise_losses_and_takes_no_dual_step(tmp_path):
 
 
 _RANK_SCRIPT = """
-import json, os, sys, torch
+import gc, json, os, sys, torch
 sys.path.insert(0, {tests!r})
 from test_hf_trainer import CONSTRAINTS, Examples, args, solver
 from unrolled.train.hf import ConstrainedTrainer
@@ -134,6 +134,8 @@ trainer = ConstrainedTrainer(model=solver(), args=args(out, max_steps=3, per_dev
 trainer.train()
 rank = int(os.environ["RANK"])
 json.dump(trainer.objective.multipliers.value.tolist(), open(f"{{out}}/rank{{rank}}.json", "w"))
+del trainer
+gc.collect()  # the Trainer's DDP wrapper sits in reference cycles: it must go before its process group
 torch.distributed.destroy_process_group()  # else gloo's threads may abort the interpreter's exit
 """
 
