@@ -25,7 +25,8 @@ from unrolled.train.checkpoint import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The code the suite's time depends on (recorded as hashes; see _harness.provenance).
-MEASURED = ("unrolled.models", "unrolled.train", "unrolled.constrained", "unrolled.solvers",
+MEASURED = ("unrolled.models", "unrolled.train.loop", "unrolled.train.config", "unrolled.train.checkpoint",
+            "unrolled.constrained", "unrolled.solvers",
             "unrolled.trajectory", "unrolled.experiments.regression", "unrolled.tasks.regression")  # fmt: skip
 CONFIGS = [
     "memformer_gdpp_noniso",

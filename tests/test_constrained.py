@@ -49,20 +49,54 @@ def test_multipliers_stay_zero_when_descending_and_grow_when_violated():
     assert lam.value[0] == 0 and lam.value[2] == 0
 
 
-def test_resilient_multipliers_are_bounded():
-    rho, lr, s = 4.0, 0.5, torch.tensor([2.0])
-    plain, resilient = Multipliers(1, lr), Multipliers(1, lr, rho=rho)
-    for _ in range(200):
+@pytest.mark.parametrize("ratio", [0.01, 0.1, 0.5, 1.0, 1.5])
+def test_resilient_multipliers_converge_to_cost_times_slack_whatever_the_dual_lr(ratio):
+    """Hounie et al. 2023, h(u) = c u²/2: at a fixed slack s the fixed point is λ* = c s for every η_λ < 2c
+    (PAPERS.md C.2); the relaxation the cost buys does not move with the dual step size."""
+    cost, s = 3.0, torch.tensor([2.0, -1.0])
+    lam = Multipliers(2, ratio * cost, cost=cost)
+    plain = Multipliers(2, ratio * cost)
+    for _ in range(5000):
+        lam.step(s)
         plain.step(s)
-        resilient.step(s)
-    assert plain.value.item() == pytest.approx(200 * lr * 2.0)  # grows without bound
-    assert resilient.value.item() <= rho * lr * 2.0 + 1e-9  # fixed point ρ η s
-    assert resilient.value.item() == pytest.approx(rho * lr * 2.0, rel=1e-6)
+    assert lam.value.tolist() == pytest.approx([cost * 2.0, 0.0], rel=1e-9, abs=1e-12)
+    assert plain.value[0].item() == pytest.approx(5000 * ratio * cost * 2.0)  # projected: grows without bound
+
+
+def test_resilient_ascent_refuses_a_dual_lr_it_would_diverge_with():
+    with pytest.raises(ValueError, match="diverges"):
+        Multipliers(1, 2.0, cost=1.0)
+
+
+def test_bounded_multipliers_solve_the_elastic_problem():
+    """Projecting λ onto [0, λ_max] is the dual of min f + λ_max [g]_+ (PAPERS.md C.3). For f(x) = x², g(x) =
+    2 − x ≤ 0: the constrained optimum is x = 2 with λ* = 4. Below that price (λ_max = 1) the elastic problem
+    gives up part of the constraint, x = λ_max / 2 = 0.5; above it (λ_max = 10) it is exact."""
+    for bound, x_star, lam_star in [(1.0, 0.5, 1.0), (10.0, 2.0, 4.0)]:
+        x, lam = torch.tensor(0.0), Multipliers(1, 0.05, bound=bound)
+        for _ in range(20_000):  # gradient descent-ascent on x² + λ (2 − x)
+            x = x - 0.05 * (2 * x - lam.value[0].float())
+            lam.step(torch.tensor([2.0 - float(x)]))
+        assert float(x) == pytest.approx(x_star, abs=1e-4)
+        assert lam.value.item() == pytest.approx(lam_star, abs=1e-3)
+        # the same point minimises the elastic objective, checked on a grid
+        grid = torch.linspace(-1, 3, 40_001, dtype=torch.float64)
+        elastic = grid**2 + bound * (2 - grid).clamp_min(0)
+        assert float(grid[elastic.argmin()]) == pytest.approx(x_star, abs=1e-3)
+
+
+def test_a_constraint_not_measured_keeps_its_multiplier():
+    lam = Multipliers(2, 0.5)
+    lam.step(torch.tensor([1.0, 1.0]))
+    lam.step(torch.tensor([1.0, float("nan")]), observed=torch.tensor([True, False]))
+    assert lam.value.tolist() == [1.0, 0.5]
 
 
 def test_multiplier_errors_and_state_round_trip():
-    with pytest.raises(ValueError, match="rho must be > 1"):
-        Multipliers(2, 0.1, rho=1.0)
+    with pytest.raises(ValueError, match="cost must be > 0"):
+        Multipliers(2, 0.1, cost=0.0)
+    with pytest.raises(ValueError, match="bound must be > 0"):
+        Multipliers(2, 0.1, bound=-1.0)
     with pytest.raises(ValueError, match="non-finite slack"):
         Multipliers(1, 0.1).step(torch.tensor([float("nan")]))
     lam = Multipliers(2, 0.1)
@@ -131,7 +165,7 @@ def test_resilient_training_relaxes_an_infeasible_constraint():
     """With α = 0.9 the problem is infeasible; resilient multipliers settle instead of growing forever."""
     model = ToyLayers(0.8)
     objective = ConstrainedObjective(
-        DescentConstraints(0.9, detach_previous=False), Multipliers(2, lr=0.05, rho=5.0), lambda p, t: p
+        DescentConstraints(0.9, detach_previous=False), Multipliers(2, lr=0.05, cost=0.25), lambda p, t: p
     )
     cfg = TrainConfig(steps=3000, optimizer="sgd", lr=0.02, log_every=100, checkpoint_every=10_000)
     logs = []

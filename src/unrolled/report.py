@@ -111,9 +111,11 @@ def gamma_table(
 
 
 def violation_table(results: dict[str, Any]) -> str:
-    """Share of non-descending layers at the clean, the training and the largest test γ."""
+    """Share of non-descending layers at the clean, the training and the largest test γ (those of them at which
+    every method's layers were read out)."""
     gammas = results["gammas"]
-    picks = sorted({gammas[0], results["train_gamma"], gammas[-1]} & set(gammas))
+    measured = [g for g in gammas if all(str(g) in m["violation_share"] for m in results["methods"].values())]
+    picks = sorted({gammas[0], results["train_gamma"], gammas[-1]} & set(measured)) or measured[:1]
     rows = [
         (m["label"], [f"{m['violation_share'][str(g)]:.2f}" for g in picks])
         for m in results["methods"].values()
@@ -172,9 +174,12 @@ def plot_vs_gamma(
 def plot_layerwise(
     results: dict[str, Any], path: Path, plt: Any, key: str, ylabel: str, log: bool = False
 ) -> None:
-    """A layerwise curve of every method (``m[key][str(γ)]``), at the training γ and at the largest test γ."""
-    gammas = results["gammas"]
-    panels = [g for g in (results["train_gamma"], gammas[-1]) if g in gammas] or [gammas[0]]
+    """A layerwise curve of every method (``m[key][str(γ)]``), at the training γ and at the largest test γ (of
+    those at which every method's layers were read out; nothing if there are none)."""
+    measured = [g for g in results["gammas"] if all(str(g) in m[key] for m in results["methods"].values())]
+    if not measured:
+        return
+    panels = [g for g in (results["train_gamma"], measured[-1]) if g in measured] or measured[:1]
     panels = list(dict.fromkeys(panels))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
     for ax, g in zip(axes[0], panels, strict=True):
@@ -334,8 +339,10 @@ def training_plots(run_dir: Path, plt: Any) -> list[str]:
 
 
 def plot_multipliers(run_dir: Path, path: Path, plt: Any) -> bool:
-    """λ_l over training (first seed) for every constrained method; False if there are none."""
+    """λ_l over training (first seed) for every constrained method, the constraints found infeasible dashed
+    (a cross where they were first flagged); False if there are none."""
     series: dict[str, list[tuple[int, list[float]]]] = defaultdict(list)
+    flagged: dict[str, dict[int, int]] = defaultdict(dict)  # layer -> first step it was found infeasible
     first_seed: dict[str, int] = {}
     for rec in _metric_lines(run_dir):
         if "multipliers" not in rec:
@@ -344,6 +351,8 @@ def plot_multipliers(run_dir: Path, path: Path, plt: Any) -> bool:
         first_seed.setdefault(key, rec["seed"])
         if rec["seed"] == first_seed[key]:
             series[key].append((rec["step"], rec["multipliers"]))
+            for layer in rec.get("infeasible", []):
+                flagged[key].setdefault(layer, rec["step"])
     if not series:
         return False
     fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.4), squeeze=False)
@@ -351,7 +360,13 @@ def plot_multipliers(run_dir: Path, path: Path, plt: Any) -> bool:
         points.sort()
         steps = [s for s, _ in points]
         for layer in range(len(points[0][1])):
-            ax.plot(steps, [p[layer] for _, p in points], lw=1.2, label=f"λ_{layer + 1}")
+            values = [p[layer] for _, p in points]
+            if layer + 1 in flagged[key]:  # infeasible: dashed, with a cross where it was first flagged
+                (line,) = ax.plot(steps, values, "--", lw=1.6, label=f"λ_{layer + 1} (infeasible)")
+                at = steps.index(flagged[key][layer + 1])
+                ax.plot([steps[at]], [values[at]], "x", ms=7, color=line.get_color())
+            else:
+                ax.plot(steps, values, lw=1.2, label=f"λ_{layer + 1}")
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)

@@ -1,12 +1,21 @@
-"""Training objectives: ERM on the last layer, or the constrained Lagrangian with dual ascent.
+"""Training objectives: ERM on the last layer, the constrained Lagrangian with dual ascent, or (in
+:mod:`unrolled.constrained.early_exit`) LayerSkip's early-exit loss.
 
 The trainer calls :meth:`Objective.loss` on every primal step and :meth:`Objective.after_step` after the
-optimizer step; the constrained objective takes its dual steps there. Both work for any solver of the library,
-since they only read the trajectory's layerwise losses.
+optimizer step; the constrained objective takes its dual steps there. They work for any solver of the
+library, since they only read the trajectory's layerwise losses.
+
+A trainer whose readouts are expensive (the SFT trainer's logit lens) reads layers itself instead: it asks
+:meth:`Objective.readout_plan` which layers need a graph (a non-zero weight in the loss) and which only a
+value (the targets f_{l−1} of active constraints; every constrained layer on a *monitoring* batch, the ones
+dual steps and logs are measured on), reads those, and hands the losses with a mask of what it read to
+:meth:`Objective.combine`. Every objective reports :meth:`Objective.task_weight`, the share of the loss's
+layer weights that the task loss holds.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -14,19 +23,88 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from unrolled.constrained.calibration import Calibration, calibrate
+from unrolled.constrained.config import CalibrationConfig
 from unrolled.constrained.descent import DescentConstraints
+from unrolled.constrained.infeasibility import InfeasibilityMonitor, task_weight
 from unrolled.constrained.multipliers import Multipliers
 from unrolled.constrained.subsample import subsample
 from unrolled.trajectory import LossFn, Trajectory, squared_error
+
+logger = logging.getLogger("unrolled.constrained")
+
+
+def read_layers(
+    trajectory: Trajectory,
+    target: Tensor,
+    weights: list[float],
+    per_sample_loss: LossFn | None,
+    recompute: bool = True,
+) -> Tensor:
+    """f_0..f_L ``[L + 1]``, one readout per layer: with a graph where ``weights[l]`` ≠ 0 (intermediate ones
+    recomputed in the backward pass when ``recompute``), without one elsewhere."""
+
+    def layer_loss(state: Tensor) -> Tensor:
+        return trajectory.sample_losses(state, target, per_sample_loss).mean()
+
+    losses = []
+    for l, (state, w) in enumerate(zip(trajectory.states, weights, strict=True)):
+        if w == 0:
+            with torch.no_grad():
+                losses.append(layer_loss(state))
+        elif l == trajectory.depth or not state.requires_grad or not recompute:
+            losses.append(layer_loss(state))
+        else:  # recompute this readout in the backward pass instead of keeping its activations
+            losses.append(checkpoint(layer_loss, state, use_reentrant=False))
+    return torch.stack(losses)
+
+
+def listed(values: Tensor, observed: Tensor | None = None) -> list[float | None]:
+    """A tensor as a list for logs, None where not ``observed``."""
+    out = values.detach().double().cpu().tolist()
+    if observed is None:
+        return out
+    return [v if bool(o) else None for v, o in zip(out, observed.tolist(), strict=True)]
 
 
 class Objective:
     """ERM: minimise the mean per-sample loss of the last layer's readout."""
 
     constrained = False
+    reads_layers = False
+    """Whether intermediate layers enter the loss (a trainer need not read them when False)."""
+    recompute_readouts = True
+    """Recompute intermediate readouts in the backward pass (memory for time); a wrapper may turn it off when
+    its readouts are cheap or recomputation does not suit it (DDP's gradient hooks fire once per recomputed
+    use of a shared readout's parameters)."""
 
     def __init__(self, per_sample_loss: LossFn | None = squared_error) -> None:
         self.per_sample_loss = per_sample_loss  # None: the trajectory's own state_loss (e.g. a logit lens)
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether the trainer must call ``calibrate`` with the model's layerwise losses before training."""
+        return False
+
+    def layer_weights(self, depth: int) -> Tensor:
+        """∂loss/∂f_l for l = 0..L at the current state: ``[L + 1]`` (float64)."""
+        weights = torch.zeros(depth + 1, dtype=torch.float64)
+        weights[-1] = 1.0
+        return weights
+
+    def task_weight(self, depth: int) -> float:
+        """The share of the loss's layer weights that the task loss f_L holds (1 for ERM)."""
+        return 1.0
+
+    def readout_plan(self, depth: int, monitor: bool) -> tuple[list[int], list[int]]:
+        """The intermediate layers (0..L−1) to read with a graph, and those to read for their value only;
+        ``monitor``: this batch is one that dual steps or logs are measured on."""
+        return [], []
+
+    def combine(self, losses: Tensor, observed: Tensor | None = None) -> tuple[Tensor, dict[str, Any]]:
+        """The loss from layerwise losses ``[L + 1]`` a trainer read itself (``observed``: which, ``[L + 1]``
+        bool; the others may hold anything), and what to log."""
+        return losses[-1], {}
 
     def loss(self, trajectory: Trajectory, target: Tensor) -> tuple[Tensor, dict[str, Any]]:
         """The scalar to back-propagate, and what to log."""
@@ -34,6 +112,15 @@ class Objective:
 
     def after_step(self, step: int, heldout_slack: Callable[[], Tensor] | None = None) -> dict[str, Any]:
         """Called after each optimizer step (the dual update of the constrained objective)."""
+        return {}
+
+    def sync_step(self, step: int, total_steps: int) -> None:
+        """The trainer says where training stands (at its start, and after a resume): ``step`` optimizer steps
+        taken of ``total_steps``. Objectives with a schedule (the early-exit curriculum) follow it."""
+        return
+
+    def report(self) -> dict[str, Any]:
+        """What a run records at the end (infeasible constraints, calibrated targets); {} for ERM."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -47,11 +134,11 @@ ERMObjective = Objective
 
 
 class ConstrainedObjective(Objective):
-    """Primal: f_L + Σ λ_l s_l. Dual: every ``dual_every`` primal steps, λ ← [(1 − 1/ρ)λ + η_λ ŝ]_+.
+    """Primal: f_L + Σ λ_l s_l. Dual: every ``dual_every`` primal steps, a step of the multipliers' ascent.
 
     Args:
         constraints: the descent constraints (α per layer, detach switch).
-        multipliers: λ and its ascent rule.
+        multipliers: λ and its ascent rule (projected, bounded, resilient).
         per_sample_loss: ``(prediction, target) -> [B]``; None: the trajectory's own ``state_loss``.
         dual_every: primal steps between dual steps.
         dual_source: ``"train"``, ŝ = the mean slack over the training batches since the last dual step, or
@@ -60,13 +147,13 @@ class ConstrainedObjective(Objective):
         readout_fraction: read the intermediate layers on this share of each batch's samples (an unbiased
             estimate; the last layer in full); 1: every sample. Needs a trajectory with an affine readout.
         generator: draws those subsets (its state is saved with the objective's).
+        calibration: calibrate the targets on the model before training (the trainer calls
+            :meth:`calibrate`); None: use ``constraints`` as given.
+        monitor: watches the dual steps for infeasible constraints (default: a window of 20 dual steps).
     """
 
     constrained = True
-    recompute_readouts = True
-    """Recompute intermediate readouts in the backward pass (memory for time); a wrapper may turn it off when
-    its readouts are cheap or recomputation does not suit it (DDP's gradient hooks fire once per recomputed
-    use of a shared readout's parameters)."""
+    reads_layers = True
 
     def __init__(
         self,
@@ -77,6 +164,8 @@ class ConstrainedObjective(Objective):
         dual_source: str = "train",
         readout_fraction: float = 1.0,
         generator: torch.Generator | None = None,
+        calibration: CalibrationConfig | None = None,
+        monitor: InfeasibilityMonitor | None = None,
     ) -> None:
         super().__init__(per_sample_loss)
         if not 0 < readout_fraction <= 1:
@@ -90,7 +179,37 @@ class ConstrainedObjective(Objective):
         self.constraints, self.multipliers = constraints, multipliers
         self.dual_every, self.dual_source = dual_every, dual_source
         self._slack_sum: Tensor | None = None
-        self._slack_count = 0
+        self._slack_count: Tensor | None = None
+        self._scale: Tensor | None = None  # f_0..f_{L−1} last seen (relative slacks' gradient weights)
+        self.calibration_config = calibration
+        self.calibration: Calibration | None = None
+        self.monitor = monitor or InfeasibilityMonitor(multipliers.value.numel())
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.calibration_config is not None and self.calibration is None
+
+    def calibrate(self, base_losses: Tensor) -> Calibration:
+        """Set the targets from the model's layerwise losses ``[L + 1]`` before training
+        (:mod:`unrolled.constrained.calibration`); returns what was chosen."""
+        if self.calibration_config is None:
+            raise ValueError("this objective has no calibration config")
+        depth = base_losses.shape[0] - 1
+        c = self.calibration_config
+        alphas = self.constraints.alphas(depth).tolist()
+        result = calibrate(base_losses, alphas, self.constraints.constrained_layers(depth), c.mode, c.margin)
+        self._apply(result)
+        logger.info(
+            "calibrated descent targets: α = %s on layers %s",
+            [round(a, 4) for a in result.alphas],
+            list(result.layers),
+        )
+        return result
+
+    def _apply(self, result: Calibration) -> None:
+        self.calibration = result
+        c = self.constraints
+        self.constraints = DescentConstraints(result.alphas, c.detach_previous, result.layers, c.relative)
 
     def gradient_weights(self, depth: int) -> Tensor:
         """∂(f_L + Σ λ_l s_l)/∂f_l for l = 0..L at the current multipliers: ``[L + 1]``."""
@@ -98,12 +217,35 @@ class ConstrainedObjective(Objective):
         if lam.numel() != depth:
             raise ValueError(f"{lam.numel()} multipliers for a trajectory of {depth} layers")
         alpha = self.constraints.alphas(depth, lam)
+        if self.constraints.relative:  # s_l / f_{l−1}: each λ_l weighs ∇f_l by 1 / f_{l−1} (the last seen)
+            scale = self._scale if self._scale is not None else torch.ones(depth, dtype=lam.dtype)
+            lam = lam / scale.abs().clamp_min(1e-12)
         weights = torch.zeros(depth + 1, dtype=lam.dtype)
         weights[1:] += lam
         weights[-1] += 1.0
         if not self.constraints.detach_previous:
             weights[:-1] -= (1 - alpha) * lam
         return weights
+
+    def layer_weights(self, depth: int) -> Tensor:
+        return self.gradient_weights(depth)
+
+    def task_weight(self, depth: int) -> float:
+        return task_weight(self.gradient_weights(depth))
+
+    def readout_plan(self, depth: int, monitor: bool) -> tuple[list[int], list[int]]:
+        """Graph: the layers with a non-zero Lagrangian weight. Values: the targets f_{l−1} of constraints with
+        λ_l > 0, and on monitoring batches f_l and f_{l−1} of every constrained layer (a constraint whose λ_l
+        is 0 needs its slack only for the dual steps and the logs)."""
+        weights = self.gradient_weights(depth)
+        lam = self.multipliers.value
+        graph = [l for l in range(depth) if weights[l] != 0]
+        need: set[int] = set()
+        for l in self.constraints.constrained_layers(depth):
+            if monitor or lam[l - 1] > 0:
+                need |= {l, l - 1}
+        need.discard(depth)
+        return graph, sorted(need - set(graph))
 
     def layer_losses(self, trajectory: Trajectory, target: Tensor) -> Tensor:
         """f_0..f_L ``[L + 1]``; layers whose Lagrangian weight is zero are read out without a graph.
@@ -127,7 +269,7 @@ class ConstrainedObjective(Objective):
                     "readout_fraction < 1 needs a trajectory with an affine readout (Trajectory.affine_readout) "
                     "and the trajectory's own loss (per_sample_loss=None)"
                 )
-            return self._layer_by_layer(trajectory, target, weights)
+            return read_layers(trajectory, target, weights, self.per_sample_loss, self.recompute_readouts)
         depth, states = trajectory.depth, trajectory.states
         pick = subsample(target.shape[0], self.readout_fraction, self.generator)
         graph = [l for l in range(depth) if weights[l] != 0 and states[l].requires_grad]
@@ -146,58 +288,89 @@ class ConstrainedObjective(Objective):
         losses[depth] = trajectory.sample_losses(states[depth], target).mean()
         return torch.stack(losses)  # type: ignore[arg-type]
 
-    def _layer_by_layer(self, trajectory: Trajectory, target: Tensor, weights: list[float]) -> Tensor:
-        """f_0..f_L, one readout per layer (intermediate ones with a graph are recomputed in the backward)."""
-
-        def layer_loss(state: Tensor) -> Tensor:
-            return trajectory.sample_losses(state, target, self.per_sample_loss).mean()
-
-        losses = []
-        for l, (state, w) in enumerate(zip(trajectory.states, weights, strict=True)):
-            if w == 0:
-                with torch.no_grad():
-                    losses.append(layer_loss(state))
-            elif l == trajectory.depth or not state.requires_grad or not self.recompute_readouts:
-                losses.append(layer_loss(state))
-            else:  # recompute this readout in the backward pass instead of keeping its activations
-                losses.append(checkpoint(layer_loss, state, use_reentrant=False))
-        return torch.stack(losses)
-
     def loss(self, trajectory: Trajectory, target: Tensor) -> tuple[Tensor, dict[str, Any]]:
         return self.lagrangian(self.layer_losses(trajectory, target))
 
-    def lagrangian(self, losses: Tensor) -> tuple[Tensor, dict[str, Any]]:
+    def combine(self, losses: Tensor, observed: Tensor | None = None) -> tuple[Tensor, dict[str, Any]]:
+        return self.lagrangian(losses, observed)
+
+    def lagrangian(self, losses: Tensor, observed: Tensor | None = None) -> tuple[Tensor, dict[str, Any]]:
         """f_L + Σ λ_l s_l from layerwise losses ``[L + 1]`` computed by the caller (e.g. a trainer that reads
-        the last layer from its own loss); the slacks are kept for the next dual step."""
-        slacks = self.constraints.slacks(losses)
+        the last layer from its own loss); the slacks are kept for the next dual step.
+
+        ``observed`` ``[L + 1]`` (bool) marks the layers the caller read (default: all); a slack is measured
+        where both of its layers were. Every constraint with λ_l > 0 must be measured.
+        """
+        if observed is None:
+            slacks, seen = self.constraints.slacks(losses), None
+        else:
+            observed = observed.to(device=losses.device, dtype=torch.bool)
+            slacks = self.constraints.slacks(torch.where(observed, losses, torch.zeros_like(losses)))
+            seen = (observed[1:] & observed[:-1]).cpu()
+            unread = (self.multipliers.value > 0) & ~seen
+            if bool(unread.any()):
+                missing = [l + 1 for l in range(seen.numel()) if unread[l]]
+                raise ValueError(f"constraints on layers {missing} have λ > 0 but were not read out")
         lagrangian = losses[-1] + (self.multipliers.as_tensor(slacks) * slacks).sum()
+        if self.constraints.relative:
+            seen_f = (
+                torch.ones(losses.shape[0] - 1, dtype=torch.bool) if observed is None else observed[:-1].cpu()
+            )
+            f = losses[:-1].detach().to(torch.float64).cpu()
+            self._scale = torch.where(
+                seen_f, f, self._scale if self._scale is not None else torch.ones_like(f)
+            )
         s = slacks.detach().to(torch.float64).cpu()
+        if seen is None:
+            ones = torch.ones_like(s)
+        else:
+            s, ones = torch.where(seen, s, 0.0), seen.to(torch.float64)
         self._slack_sum = s if self._slack_sum is None else self._slack_sum + s
-        self._slack_count += 1
+        self._slack_count = ones if self._slack_count is None else self._slack_count + ones
         info = {  # one conversion each (not one per layer): bookkeeping should not show in a profile
-            "layer_losses": losses.detach().tolist(),
-            "slacks": s.tolist(),
+            "layer_losses": listed(losses, None if observed is None else observed.cpu()),
+            "slacks": listed(s, seen),
             "multipliers": self.multipliers.value.tolist(),
+            "task_weight": task_weight(self.gradient_weights(s.numel())),
         }
         return lagrangian, info
 
     def after_step(self, step: int, heldout_slack: Callable[[], Tensor] | None = None) -> dict[str, Any]:
         if step % self.dual_every != 0:
             return {}
+        observed = None
         if self.dual_source == "heldout":
             if heldout_slack is None:
                 raise ValueError("dual_source 'heldout' needs a held-out constraint batch")
             estimate = heldout_slack().detach().to(torch.float64).cpu()
         else:
-            assert self._slack_sum is not None
-            estimate = self._slack_sum / self._slack_count
-        self._slack_sum, self._slack_count = None, 0
-        value = self.multipliers.step(estimate)
-        return {
+            assert self._slack_sum is not None and self._slack_count is not None
+            count = self._slack_count
+            if bool((count > 0).all()):
+                estimate = self._slack_sum / count
+            else:  # constraints not read since the last dual step keep their multipliers
+                observed = count > 0
+                estimate = torch.where(observed, self._slack_sum / count.clamp_min(1.0), 0.0)
+        self._slack_sum, self._slack_count = None, None
+        value = self.multipliers.step(estimate, observed)
+        self.monitor.update(estimate, value, observed, self.multipliers.steps)
+        info: dict[str, Any] = {
             "dual_step": self.multipliers.steps,
-            "slack_estimate": estimate.tolist(),
+            "slack_estimate": listed(estimate, observed),
             "multipliers": value.tolist(),
         }
+        if self.monitor.flagged:
+            info["infeasible"] = sorted(self.monitor.flagged)
+        return info
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            **self.monitor.report(),
+            "task_weight": task_weight(self.gradient_weights(self.multipliers.value.numel())),
+        }
+        if self.calibration is not None:
+            out["calibration"] = self.calibration.as_dict()
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -205,13 +378,22 @@ class ConstrainedObjective(Objective):
             "slack_sum": self._slack_sum,
             "slack_count": self._slack_count,
             "generator": self.generator.get_state(),
+            "monitor": self.monitor.state_dict(),
+            "calibration": None if self.calibration is None else self.calibration.as_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.multipliers.load_state_dict(state["multipliers"])
-        self._slack_sum, self._slack_count = state["slack_sum"], int(state["slack_count"])
+        self._slack_sum, count = state["slack_sum"], state["slack_count"]
+        if isinstance(count, int | float):  # written before slacks were counted per layer
+            count = None if self._slack_sum is None else torch.full_like(self._slack_sum, float(count))
+        self._slack_count = count
         if "generator" in state:  # checkpoints written before subsampling existed have none
             self.generator.set_state(state["generator"])
+        if state.get("monitor") is not None:
+            self.monitor.load_state_dict(state["monitor"])
+        if state.get("calibration") is not None:
+            self._apply(Calibration(**{k: tuple(v) for k, v in state["calibration"].items()}))
 
 
 def objective_from_config(
@@ -220,32 +402,50 @@ def objective_from_config(
     per_sample_loss: LossFn | None,
     heldout_batch: Callable[[int], tuple[Any, Tensor]] | None = None,
     generator: torch.Generator | None = None,
+    total_steps: int = 1,
+    where: str = "",
 ) -> tuple[Objective, Callable[[torch.nn.Module], Tensor] | None]:
-    """The objective a :class:`~unrolled.config.ConstraintConfig` (or None: ERM) describes for ``depth`` layers.
+    """The objective a config describes for ``depth`` layers: None (ERM), a
+    :class:`~unrolled.constrained.config.ConstraintConfig` or an
+    :class:`~unrolled.constrained.config.EarlyExitConfig`.
 
     Args:
-        config: the method's ``constraints`` entry, or None for ERM on the last layer.
+        config: the method's ``constraints`` or ``early_exit`` entry, or None for ERM on the last layer.
         depth: the model's number of layers L.
         per_sample_loss: ``(prediction, target) -> [B]``; None: the trajectory's own ``state_loss``.
         heldout_batch: ``size -> (inputs, target)``, a held-out constraint batch (inputs a tensor, a batch
             object, or a mapping of keyword inputs); called only for ``dual_source: heldout``.
         generator: draws the readout subsets when ``readout_fraction`` < 1.
+        total_steps: the run's optimizer steps (the early-exit loss's gradual curriculum).
+        where: a label for log lines (the method and seed).
 
     Returns:
         The objective, and for ``dual_source: heldout`` the function ``model -> slacks [L]`` the trainer
         calls at each dual step (else None).
     """
+    from unrolled.constrained.config import EarlyExitConfig
+
     if config is None:
         return Objective(per_sample_loss), None
-    constraints = DescentConstraints(config.alpha_for(depth), config.detach_previous, config.layers)
+    if isinstance(config, EarlyExitConfig):
+        from unrolled.constrained.early_exit import EarlyExitObjective
+
+        return EarlyExitObjective(config, depth, total_steps, per_sample_loss), None
+    constraints = DescentConstraints(
+        config.alpha_for(depth), config.detach_previous, config.layers, config.relative
+    )
     objective = ConstrainedObjective(
         constraints,
-        Multipliers(depth, config.dual_lr, config.resilient_rho),
+        Multipliers(depth, config.dual_lr, config.resilient_cost, config.multiplier_max),
         per_sample_loss,
         dual_every=config.dual_every,
         dual_source=config.dual_source,
         readout_fraction=config.readout_fraction,
         generator=generator,
+        calibration=config.calibrate,
+        monitor=InfeasibilityMonitor(
+            depth, config.infeasibility_window, kind=config.multiplier_kind, where=where
+        ),
     )
     if config.dual_source != "heldout":
         return objective, None
@@ -256,6 +456,7 @@ def objective_from_config(
     def heldout_slack(model: torch.nn.Module) -> Tensor:
         with torch.no_grad():
             trajectory = model(**inputs) if isinstance(inputs, Mapping) else model(inputs)
-            return constraints.slacks(trajectory.layerwise_losses(target, per_sample_loss))
+            # objective.constraints, not constraints: calibration may have replaced them
+            return objective.constraints.slacks(trajectory.layerwise_losses(target, per_sample_loss))
 
     return objective, heldout_slack

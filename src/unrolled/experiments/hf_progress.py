@@ -72,6 +72,12 @@ class UnitProgress(TrainerCallback):
         lam = [logs[f"multiplier/{l}"] for l in range(1, len(layers)) if f"multiplier/{l}" in logs]
         if lam:
             record["multipliers"] = lam
+        for key in ("task_weight", "infeasible_constraints"):
+            if key in logs:
+                record[key] = logs[key]
+        flagged = sorted(int(k.split("/")[1]) for k in logs if k.startswith("infeasible/"))
+        if flagged:
+            record["infeasible"] = flagged
         self.ctx.log_metrics(record)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

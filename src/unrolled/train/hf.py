@@ -11,8 +11,13 @@ Everything else is the Trainer's: optimizers, schedules, mixed precision, gradie
 and ``torchrun`` (the multipliers all-reduce their slacks, so every rank holds the same λ), logging
 integrations, checkpoints and ``resume_from_checkpoint``.
 
+- **Objectives**: ERM, the constrained Lagrangian (with bounded, resilient or calibrated remedies for
+  infeasible constraints), or LayerSkip's early-exit loss (:class:`~unrolled.constrained.EarlyExitConfig`).
 - **Logs**: every ``logging_steps`` the Trainer's log gets ``layer_loss/l`` (mean since the last log),
-  ``slack/l`` and ``multiplier/l``, so TensorBoard or W&B show them when ``report_to`` turns them on.
+  ``slack/l`` and ``multiplier/l``, ``task_weight`` (the share of the loss's layer weights the task loss
+  holds) and ``infeasible_constraints`` (how many constraints look infeasible,
+  :mod:`unrolled.constrained.infeasibility`, which also logs a warning naming them), so TensorBoard or W&B
+  show them when ``report_to`` turns them on.
 - **Checkpoints**: each ``checkpoint-N/`` folder also holds ``constraints.pt`` (multipliers, dual-step count,
   pending slack sums); ``train(resume_from_checkpoint=...)`` restores it with the rest.
 - **Perturbations**: ``train_noise`` perturbs the input embeddings while training (a forward hook on
@@ -31,7 +36,8 @@ from torch import Tensor, nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from unrolled.constrained.config import ConstraintConfig
+from unrolled.constrained.config import ConstraintConfig, EarlyExitConfig
+from unrolled.constrained.multipliers import all_reduce_mean
 from unrolled.constrained.objective import Objective, objective_from_config
 from unrolled.perturb import EmbeddingNoise, Perturbation
 from unrolled.seeding import derive_seed
@@ -61,6 +67,9 @@ class _ConstraintCallback(TrainerCallback):
     def __init__(self, trainer: ConstrainedTrainer) -> None:
         self.trainer = trainer
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.objective.sync_step(state.global_step, state.max_steps)
+
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # the train-time noise of step k comes from a stream seeded by k: a resumed run draws what it would have
         gen = getattr(self.trainer, "_noise_generator", None)
@@ -88,7 +97,7 @@ class ConstraintsMixin:
 
     def _setup_constraints(
         self,
-        constraints: ConstraintConfig | None,
+        constraints: ConstraintConfig | EarlyExitConfig | None,
         depth: int,
         per_sample_loss: LossFn | None,
         heldout_batch: Callable[[int], tuple[Any, Tensor]] | None,
@@ -101,11 +110,13 @@ class ConstraintsMixin:
             depth,
             per_sample_loss,
             None if heldout_batch is None else self._on_device(heldout_batch),
+            total_steps=max(1, int(self.args.max_steps)),  # type: ignore[attr-defined]
+            where=str(self.args.output_dir),  # type: ignore[attr-defined]
         )
         self.constraints = constraints
         self.train_noise, self.noise_seed = train_noise, noise_seed
         self._layer_sums: Tensor | None = None
-        self._layer_count = 0
+        self._layer_count: Tensor | None = None
         self._last_info: dict[str, Any] = {}
         self._dual_info: dict[str, Any] = {}
         self.add_callback(_ConstraintCallback(self))  # type: ignore[attr-defined]
@@ -126,24 +137,62 @@ class ConstraintsMixin:
         return self._heldout(self.model)
 
     def _record(self, layers: Tensor, info: dict[str, Any]) -> None:
-        """Keep one micro-batch's layerwise losses ``[L + 1]`` (and the objective's report) for the next log."""
+        """Keep one micro-batch's layerwise losses ``[L + 1]`` (NaN where a layer was not read) and the
+        objective's report for the next log."""
         layers = layers.detach().double().cpu()
+        read = torch.isfinite(layers)
+        layers, read = torch.where(read, layers, 0.0), read.double()
         self._layer_sums = layers if self._layer_sums is None else self._layer_sums + layers
-        self._layer_count += 1
+        self._layer_count = read if self._layer_count is None else self._layer_count + read
         self._last_info = info
+
+    def _calibrate(self) -> None:
+        """The objective's targets from the model before training: its layerwise losses on the first
+        ``calibrate.batches`` training batches (with the training noise; the mean over ranks)."""
+        config = getattr(self.objective, "calibration_config", None)
+        assert config is not None
+        model = self.model  # type: ignore[attr-defined]
+        sums: Tensor | None = None
+        count = 0
+        with torch.no_grad():
+            for batch in self.get_train_dataloader():  # type: ignore[attr-defined]
+                losses = self._calibration_losses(model, self._prepare_inputs(batch)).double().cpu()  # type: ignore[attr-defined]
+                sums = losses if sums is None else sums + losses
+                count += 1
+                if count == config.batches:
+                    break
+        if sums is None:
+            raise ValueError("calibration needs at least one training batch; the training set is empty")
+        self.objective.calibrate(all_reduce_mean(sums / count))  # type: ignore[attr-defined]
+
+    def _calibration_losses(self, model: nn.Module, inputs: dict[str, Any]) -> Tensor:
+        """f_0..f_L ``[L + 1]`` of one batch, without gradients (for calibration)."""
+        raise NotImplementedError
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """The Trainer's log, with the layerwise losses, slacks and multipliers of constrained training."""
         if "loss" in logs and self._layer_sums is not None:
-            for l, v in enumerate((self._layer_sums / self._layer_count).tolist()):
-                logs[f"layer_loss/{l}"] = v
-            self._layer_sums, self._layer_count = None, 0
+            assert self._layer_count is not None
+            for l, (v, n) in enumerate(
+                zip(self._layer_sums.tolist(), self._layer_count.tolist(), strict=True)
+            ):
+                if n > 0:
+                    logs[f"layer_loss/{l}"] = v / n
+            self._layer_sums, self._layer_count = None, None
+            # the task's share of the loss: at the current multipliers, or as the last step weighed the layers
+            weight = None if self.objective.constrained else self._last_info.get("task_weight")
+            logs["task_weight"] = self.objective.task_weight(self.depth) if weight is None else weight
             if self.objective.constrained:
                 lam = self.objective.multipliers.value.tolist()  # type: ignore[attr-defined]
                 for l, v in enumerate(lam, start=1):
                     logs[f"multiplier/{l}"] = v
                 for l, v in enumerate(self._last_info.get("slacks", []), start=1):
-                    logs[f"slack/{l}"] = v
+                    if v is not None:
+                        logs[f"slack/{l}"] = v
+                flagged = self.objective.monitor.flagged  # type: ignore[attr-defined]
+                logs["infeasible_constraints"] = len(flagged)
+                for l in flagged:
+                    logs[f"infeasible/{l}"] = 1.0
         super().log(logs, *args, **kwargs)
 
     def training_step(self, model: nn.Module, inputs: Any, *args: Any, **kwargs: Any) -> Tensor:
@@ -179,6 +228,8 @@ class ConstraintsMixin:
             self._noise_generator = torch.Generator().manual_seed(self.noise_seed)  # reseeded every step
             hook = EmbeddingNoise(embeddings, self.train_noise, "train", self._noise_generator)
         try:
+            if self.objective.needs_calibration:  # a fresh run (a resumed one restored its targets above)
+                self._calibrate()
             return super().train(resume_from_checkpoint, *args, **kwargs)
         finally:
             if hook is not None:
@@ -190,7 +241,9 @@ class ConstrainedTrainer(ConstraintsMixin, Trainer):
 
     Args:
         model: a module whose ``forward(**batch)`` returns a Trajectory (batches carry ``labels``).
-        constraints: the descent constraints and their dual ascent (None: ERM on the last layer).
+        constraints: the descent constraints and their dual ascent, or an
+            :class:`~unrolled.constrained.EarlyExitConfig` for LayerSkip's early-exit loss (None: ERM on the
+            last layer).
         per_sample_loss: ``(prediction, labels) -> [B]``; default: the model's ``per_sample_loss`` if it has
             one, else the trajectory's fused ``state_loss`` (language models).
         depth: the model's number of layers (default: read off the model).
@@ -206,7 +259,7 @@ class ConstrainedTrainer(ConstraintsMixin, Trainer):
     def __init__(
         self,
         *args: Any,
-        constraints: ConstraintConfig | None = None,
+        constraints: ConstraintConfig | EarlyExitConfig | None = None,
         per_sample_loss: LossFn | None = None,
         depth: int | None = None,
         heldout_batch: Callable[[int], tuple[Any, Tensor]] | None = None,
@@ -247,7 +300,8 @@ class ConstrainedTrainer(ConstraintsMixin, Trainer):
         loss, info = self.objective.loss(trajectory, labels)
         if model.training:
             if "layer_losses" in info:
-                layers = torch.tensor(info["layer_losses"], dtype=torch.float64)
+                values = [math.nan if v is None else v for v in info["layer_losses"]]
+                layers = torch.tensor(values, dtype=torch.float64)
             else:  # ERM: read the other layers without a graph, for the logs
                 with torch.no_grad():
                     layers = trajectory.layerwise_losses(labels, self.objective.per_sample_loss)
@@ -255,3 +309,8 @@ class ConstrainedTrainer(ConstraintsMixin, Trainer):
         if return_outputs:
             return loss, {"logits": trajectory.prediction()}
         return loss
+
+    def _calibration_losses(self, model: nn.Module, inputs: dict[str, Any]) -> Tensor:
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        return model(**inputs).layerwise_losses(labels, self.objective.per_sample_loss)

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from unrolled.constrained.multipliers import all_reduce_mean
 from unrolled.constrained.objective import Objective
 from unrolled.tasks.regression import RegressionBatch, RegressionTask
 from unrolled.train.checkpoint import load_checkpoint, save_checkpoint
@@ -229,6 +230,9 @@ def train(
         stream.load_state_dict(state["stream"])
         objective.load_state_dict(state["objective"])
         start = int(state["step"])
+    objective.sync_step(start, cfg.steps)
+    if objective.needs_calibration:  # a fresh run: targets from the untrained model (a resumed one has them)
+        calibrate_on_stream(model, stream, objective, objective.calibration_config.batches)  # type: ignore[attr-defined]
 
     def save(step: int) -> None:
         if ckpt_path is None or rank != 0:
@@ -284,6 +288,21 @@ def train(
             on_step(step)
     net.eval()
     return TrainResult(cfg.steps, loss_value, start, time.perf_counter() - t0, info)
+
+
+def calibrate_on_stream(model: nn.Module, stream: Stream, objective: Objective, batches: int) -> None:
+    """The objective's targets from the model's mean layerwise losses on the stream's next ``batches`` batches;
+    the stream is put back where it was, so training sees the batches it would have (mean over ranks)."""
+    position = stream.state_dict()
+    sums: Tensor | None = None
+    with torch.no_grad():
+        for _ in range(batches):
+            inputs, target = stream.next()
+            losses = model(inputs).layerwise_losses(target, objective.per_sample_loss).double().cpu()
+            sums = losses if sums is None else sums + losses
+    stream.load_state_dict(position)
+    assert sums is not None
+    objective.calibrate(all_reduce_mean(sums / batches))  # type: ignore[attr-defined]
 
 
 def _last_saved(step: int, cfg: TrainConfig, start: int) -> int:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from trl import SFTConfig, SFTTrainer
 
-from unrolled.constrained.config import ConstraintConfig
+from unrolled.constrained.config import ConstraintConfig, EarlyExitConfig
 from unrolled.models.hf import decoder_layers, logit_lens
 from unrolled.perturb import Perturbation
 from unrolled.seeding import derive_seed
@@ -34,21 +34,65 @@ from unrolled.train.hf import ConstraintsMixin
 
 @dataclass
 class ConstrainedSFTConfig(SFTConfig):
-    """``SFTConfig`` plus the layerwise descent constraints (``constraint_alpha=None`` is plain SFT)."""
+    """``SFTConfig`` plus the layerwise objective: descent constraints (default), LayerSkip's early-exit loss,
+    or none (``layer_objective="none"`` or ``constraint_alpha=None``: plain SFT)."""
 
+    layer_objective: str = field(
+        default="constrained",
+        metadata={
+            "help": "'constrained' (descent constraints), 'early_exit' (LayerSkip) or 'none' (plain SFT)."
+        },
+    )
     constraint_alpha: float | None = field(
         default=0.1, metadata={"help": "α of every constraint f_l <= (1 - α) f_(l-1); None: plain SFT."}
     )
     constraint_alphas: list[float] | None = field(
-        default=None, metadata={"help": "One α per layer (overrides)."}
+        default=None, metadata={"help": "One α per layer (overrides; negative: the layer may rise by -α)."}
     )
     constrained_layers: list[int] | None = field(
         default=None, metadata={"help": "The layers (1..L) that carry a constraint; default all."}
     )
     dual_lr: float = field(default=1.0, metadata={"help": "Dual step size η_λ."})
     dual_every: int = field(default=1, metadata={"help": "Optimizer steps between dual steps."})
+    resilient_cost: float | None = field(
+        default=None, metadata={"help": "Resilient relaxation's cost c (λ settles at c·s; None: none)."}
+    )
+    multiplier_max: float | None = field(
+        default=None, metadata={"help": "Upper bound λ_max of every multiplier (None: unbounded)."}
+    )
+    calibrate: str | None = field(
+        default=None,
+        metadata={"help": "Targets from the model before training: 'relax' or 'drop' (None: off)."},
+    )
+    calibration_batches: int = field(default=4, metadata={"help": "Training batches calibration reads."})
+    calibration_margin: float = field(
+        default=0.0, metadata={"help": "Calibration's extra room (share of f_(l-1))."}
+    )
+    relative_slack: bool = field(
+        default=False, metadata={"help": "Measure each slack relative to the layer before: s_l / f_(l-1)."}
+    )
+    infeasibility_window: int = field(
+        default=20,
+        metadata={"help": "Dual steps with a positive slack that flag a constraint as infeasible."},
+    )
     resilient_rho: float | None = field(
-        default=None, metadata={"help": "Resilience ρ > 1 (None: projected)."}
+        default=None, metadata={"help": "Removed: use resilient_cost (c = resilient_rho × dual_lr)."}
+    )
+    early_exit_scale: float = field(
+        default=1.0, metadata={"help": "Early exit: e_scale of the non-final layers."}
+    )
+    early_exit_scale_type: str = field(
+        default="sum_l", metadata={"help": "Early exit: one, l, sum_l, inv_l, sqrt_l or inv_sqrt_l."}
+    )
+    early_exit_curriculum: str = field(
+        default="none", metadata={"help": "Early exit: none, rotational or gradual."}
+    )
+    early_exit_gradual_fraction: float = field(
+        default=0.5,
+        metadata={"help": "Early exit: share of the run after which the gradual curriculum is done."},
+    )
+    early_exit_layers: list[int] | None = field(
+        default=None, metadata={"help": "Early exit: the exits (1..L; default all)."}
     )
     detach_previous: bool = field(default=True, metadata={"help": "Stop gradients through f_(l-1) in s_l."})
     readout_token_fraction: float = field(
@@ -65,20 +109,51 @@ class ConstrainedSFTConfig(SFTConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.resilient_rho is not None:
+            raise ValueError(
+                "resilient_rho was replaced by resilient_cost, the relaxation's cost c, which does not change "
+                f"with the dual lr; resilient_cost = resilient_rho × dual_lr = {self.resilient_rho * self.dual_lr:g} "
+                "gives the same update"
+            )
+        if self.layer_objective not in ("constrained", "early_exit", "none"):
+            raise ValueError(
+                f"layer_objective must be 'constrained', 'early_exit' or 'none', got {self.layer_objective!r}"
+            )
         if not 0 < self.readout_token_fraction <= 1:
             raise ValueError(f"readout_token_fraction must be in (0, 1], got {self.readout_token_fraction}")
         if self.embedding_noise not in (None, "gaussian", "uniform"):
             raise ValueError(
                 f"embedding_noise must be 'gaussian', 'uniform' or None, got {self.embedding_noise!r}"
             )
-        self.constraint_config()  # validate the constraint fields now, with their names
+        self.objective_config()  # validate the objective's fields now, with their names
 
-    def constraint_config(self) -> ConstraintConfig | None:
-        """The library's :class:`ConstraintConfig` of these fields (None: plain SFT)."""
-        if self.constraint_alpha is None and self.constraint_alphas is None:
-            return None
+    def objective_config(self) -> ConstraintConfig | EarlyExitConfig | None:
+        """The library's config of the layerwise objective these fields describe (None: plain SFT)."""
         from unrolled.config import from_dict
 
+        if self.layer_objective == "none":
+            return None
+        if self.layer_objective == "early_exit":
+            return from_dict(
+                EarlyExitConfig,
+                {
+                    "scale": self.early_exit_scale,
+                    "scale_type": self.early_exit_scale_type,
+                    "curriculum": self.early_exit_curriculum,
+                    "gradual_fraction": self.early_exit_gradual_fraction,
+                    "layers": self.early_exit_layers,
+                },
+                "ConstrainedSFTConfig.early_exit",
+            )
+        if self.constraint_alpha is None and self.constraint_alphas is None:
+            return None
+        calibration = None
+        if self.calibrate is not None:
+            calibration = {
+                "mode": self.calibrate,
+                "batches": self.calibration_batches,
+                "margin": self.calibration_margin,
+            }
         return from_dict(
             ConstraintConfig,
             {
@@ -87,11 +162,20 @@ class ConstrainedSFTConfig(SFTConfig):
                 "layers": self.constrained_layers,
                 "dual_lr": self.dual_lr,
                 "dual_every": self.dual_every,
-                "resilient_rho": self.resilient_rho,
+                "resilient_cost": self.resilient_cost,
+                "multiplier_max": self.multiplier_max,
+                "calibrate": calibration,
                 "detach_previous": self.detach_previous,
+                "infeasibility_window": self.infeasibility_window,
+                "relative": self.relative_slack,
             },
             "ConstrainedSFTConfig",
         )
+
+    def constraint_config(self) -> ConstraintConfig | None:
+        """The :class:`ConstraintConfig` of these fields (None unless the objective is constrained)."""
+        config = self.objective_config()
+        return config if isinstance(config, ConstraintConfig) else None
 
     def train_noise(self) -> Perturbation | None:
         if self.embedding_noise is None or self.embedding_noise_gamma == 0:
@@ -122,7 +206,7 @@ class ConstrainedSFTTrainer(ConstraintsMixin, SFTTrainer):
         lm = _language_model(self.model)
         depth = lm.config.num_hidden_layers
         self._setup_constraints(
-            config.constraint_config(),
+            config.objective_config(),
             depth,
             None,
             None,
@@ -148,6 +232,41 @@ class ConstrainedSFTTrainer(ConstraintsMixin, SFTTrainer):
             )
         return handles
 
+    def _monitoring(self) -> bool:
+        """Whether this micro-batch's step is one that a dual step or a log is measured on."""
+        step, args = self.state.global_step + 1, self.args
+        dual_every = getattr(self.objective, "dual_every", None)
+        if dual_every is not None and step % dual_every == 0:
+            return True
+        every = args.logging_steps
+        return (every > 0 and step % int(every) == 0) or (step == 1 and args.logging_first_step)
+
+    def _read(
+        self, states: list[Tensor], labels: Tensor, last: Tensor, training: bool
+    ) -> tuple[Tensor, Tensor]:
+        """f_0..f_L ``[L + 1]`` (NaN where not read) and which were read, as the objective's plan asks."""
+        if training:
+            graph, values = self.objective.readout_plan(self.depth, self._monitoring())
+            fraction = self.args.readout_token_fraction
+        else:  # evaluation: every layer, on every token
+            graph, values, fraction = list(range(self.depth)), [], 1.0
+        # a new subset of tokens for every micro-batch, reproducibly (and the same after a resume)
+        step = self.state.global_step
+        self._draws = self._draws + 1 if getattr(self, "_draw_step", None) == step else 0
+        self._draw_step = step
+        gen = torch.Generator().manual_seed(derive_seed(self.args.seed, "readout", step, self._draws))
+        nan = last.detach().new_full((), float("nan"))
+        losses: list[Tensor] = [nan] * self.depth + [last.float()]
+        for l in sorted([*graph, *values]):
+            if l in values:
+                with torch.no_grad():
+                    losses[l] = self.lens.token_mean(states[l], labels, fraction, gen)
+            else:
+                losses[l] = self.lens.token_mean(states[l], labels, fraction, gen)
+        observed = torch.zeros(self.depth + 1, dtype=torch.bool)
+        observed[[*graph, *values, self.depth]] = True
+        return torch.stack(losses), observed
+
     def compute_loss(
         self,
         model: nn.Module,
@@ -155,8 +274,9 @@ class ConstrainedSFTTrainer(ConstraintsMixin, SFTTrainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Tensor | tuple[Tensor, Any]:
-        """SFTTrainer's loss, plus Σ λ_l s_l over the layerwise token cross-entropies."""
-        if not self.objective.constrained:
+        """SFTTrainer's loss, plus the layerwise objective's terms (Σ λ_l s_l, or the early-exit losses), from
+        the layers the objective's plan asks for (module docstring)."""
+        if not self.objective.reads_layers:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         states: list[Tensor] = []
         handles = self._capture(states)
@@ -171,16 +291,9 @@ class ConstrainedSFTTrainer(ConstraintsMixin, SFTTrainer):
         last = loss * (
             self._denominator(num_items_in_batch, trained) / trained
         )  # f_L as a token mean, with grad
-        fraction = self.args.readout_token_fraction if model.training else 1.0
-        # a new subset of tokens for every micro-batch, reproducibly (and the same after a resume)
-        step = self.state.global_step
-        self._draws = self._draws + 1 if getattr(self, "_draw_step", None) == step else 0
-        self._draw_step = step
-        gen = torch.Generator().manual_seed(derive_seed(self.args.seed, "readout", step, self._draws))
-        layers = [self.lens.token_mean(s, labels, fraction, gen) for s in states[: self.depth]]
-        losses = torch.stack([*layers, last.float()])
-        lagrangian, info = self.objective.lagrangian(losses)  # type: ignore[attr-defined]
-        extra = lagrangian - losses[-1]  # Σ λ_l s_l, a per-micro-batch mean
+        losses, observed = self._read(states[: self.depth], labels, last, model.training)
+        objective_value, info = self.objective.combine(losses, observed)
+        extra = objective_value - losses[-1]  # Σ λ_l s_l (or the early exits' share), a per-micro-batch mean
         if self._loss_is_scaled(
             num_items_in_batch
         ):  # SFTTrainer's loss already sums over accumulated micro-batches
@@ -189,6 +302,26 @@ class ConstrainedSFTTrainer(ConstraintsMixin, SFTTrainer):
             self._record(losses, info)
         total = loss + extra.to(loss.dtype)
         return (total, result[1]) if return_outputs else total
+
+    @torch.no_grad()
+    def _calibration_losses(self, model: nn.Module, inputs: dict[str, Any]) -> Tensor:
+        """f_0..f_L ``[L + 1]`` of one batch by the logit lens (the last layer from the model's own logits)."""
+        states: list[Tensor] = []
+        handles = self._capture(states)
+        try:
+            forward = {
+                k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")
+            }
+            logits = model(**forward).logits
+        finally:
+            for h in handles:
+                h.remove()
+        labels = inputs["labels"]
+        layers = [self.lens.token_mean(s, labels) for s in states[: self.depth]]
+        shift = labels[:, 1:]
+        mask = shift != -100
+        last = torch.nn.functional.cross_entropy(logits[:, :-1][mask].float(), shift[mask])
+        return torch.stack([*(v.float() for v in layers), last])
 
     def _denominator(self, num_items_in_batch: Any, trained: Tensor) -> Tensor:
         """What SFTTrainer divided the summed token losses by, over its cross-device multiplier: loss times this

@@ -11,6 +11,7 @@ from unrolled.experiments.aggregate import header, mean_std, published_at
 from unrolled.experiments.denoising.config import DenoisingExperiment
 from unrolled.experiments.denoising.reference import LABELS as TV_LABELS
 from unrolled.experiments.denoising.reference import NAME as TV_NAME
+from unrolled.experiments.objectives import objective_entry
 
 
 def aggregate(cfg: DenoisingExperiment, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -56,6 +57,7 @@ def aggregate(cfg: DenoisingExperiment, records: Sequence[dict[str, Any]]) -> di
             "parameters": recs[0]["parameters"],
             # seconds per training step, over the seeds trained in one go (resumed units left out)
             "step_seconds": _step_seconds(recs),
+            **objective_entry(m, recs, timing=False),
         }
         if "multipliers" in recs[0]:
             entry["multipliers_per_seed"] = [r["multipliers"] for r in recs]

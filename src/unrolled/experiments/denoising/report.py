@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from unrolled.experiments.denoising.robustness import robustness_section
+from unrolled.experiments.objectives import infeasibility_lines
 from unrolled.report import (
     final_multipliers,
     gamma_table,
@@ -53,6 +54,7 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
         "",
     ]
     parts += robustness_section(results, run_dir, plt)
+    parts += infeasibility_lines(results)
     parts += final_multipliers(results)
     parts += step_times(results)
     if plt is not None:
@@ -79,7 +81,8 @@ def step_times(results: dict[str, Any]) -> list[str]:
 
 def summary(results: dict[str, Any]) -> str:
     title = f"{results['name']} — test RMSE (0–255) vs test perturbation γ, {spread(results)}:"
-    return f"{title}\n{denoising_table(results)}"
+    warnings = "\n".join(infeasibility_lines(results))
+    return f"{title}\n{denoising_table(results)}" + (f"\n{warnings}" if warnings else "")
 
 
 def plot_rmse_vs_gamma(runs: Sequence[dict[str, Any]], path: Path, plt: Any) -> bool:

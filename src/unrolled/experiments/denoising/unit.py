@@ -121,6 +121,8 @@ def run_unit(unit: Unit, data: DenoisingData, ctx: UnitContext) -> dict[str, Any
         None,
         lambda size: data.heldout(cfg, size, train_gamma),
         generator(unit.seed, method.name, "readout-subsets"),
+        total_steps=cfg.train.steps if method.steps is None else method.steps,
+        where=f"method {method.name}, seed {unit.seed}",
     )  # None: the denoiser's own loss (its clip MSE), so the intermediate readouts go in Gram form
     train_cfg = cfg.train if method.steps is None else cfg.train.model_copy(update={"steps": method.steps})
     noise = None
@@ -163,5 +165,6 @@ def run_unit(unit: Unit, data: DenoisingData, ctx: UnitContext) -> dict[str, Any
     }
     if objective.constrained:
         record["multipliers"] = [float(v) for v in objective.multipliers.value]  # type: ignore[attr-defined]
+    record["objective"] = objective.report()
     record["seconds"] = time.perf_counter() - t0
     return record

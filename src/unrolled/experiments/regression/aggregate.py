@@ -73,6 +73,13 @@ def aggregate(cfg: RegressionExperiment, records: Sequence[dict[str, Any]]) -> d
         if adapted:
             entry["adapted"] = adapted
         out["methods"][name] = entry
+    infeasible = {
+        f"{r['method']} (seed {r['seed']}, L = {r['depth']})": r["objective"]["infeasible_status"]
+        for r in records
+        if (r.get("objective") or {}).get("infeasible_status")
+    }
+    if infeasible:
+        out["infeasible"] = infeasible
     return out
 
 

@@ -108,7 +108,11 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
 
 def summary(results: dict[str, Any]) -> str:
     title = f"{results['name']} — log loss at the query ({results['evaluation']}), {spread(results)}:"
-    return f"{title}\n{markdown_table(results, results['headline_split'])}"
+    text = f"{title}\n{markdown_table(results, results['headline_split'])}"
+    for where, status in results.get("infeasible", {}).items():
+        layers = ", ".join(f"{l} ({s})" for l, s in status.items())
+        text += f"\ninfeasible constraints, {where}: layers {layers} (docs/CONSTRAINTS.md lists the remedies)"
+    return text
 
 
 def _shift_columns(results: dict[str, Any]) -> list[tuple[str, str, str]]:

@@ -109,7 +109,10 @@ def run_learned(unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
         batch = data.task.sample(size, generator(data.seed, "constraint"), ctx.dtype, ctx.device)
         return batch, batch.y_query
 
-    objective, heldout_slack = objective_from_config(method.constraints, unit.depth, squared_error, heldout)
+    where = f"method {method.name}, seed {unit.seed}, depth {unit.depth}"
+    objective, heldout_slack = objective_from_config(
+        method.constraints, unit.depth, squared_error, heldout, total_steps=train_cfg.steps, where=where
+    )
     result = train(
         model,
         stream,
@@ -121,7 +124,7 @@ def run_learned(unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
         heldout_slack=heldout_slack,
         on_log=ctx.log_metrics,
         on_step=ctx.on_step,
-        where=f"method {method.name}, seed {unit.seed}, depth {unit.depth}",
+        where=where,
     )
     record: dict[str, Any] = {
         "method": method.name,
@@ -134,6 +137,7 @@ def run_learned(unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
         record["expert_variance"] = work.variance
     if objective.constrained:
         record["multipliers"] = [float(v) for v in objective.multipliers.value]  # type: ignore[attr-defined]
+        record["objective"] = objective.report()
     with torch.no_grad():
         record["layerwise"] = {
             split: {str(unit.depth): losses(model(batch).layerwise_losses(batch.y_query))}

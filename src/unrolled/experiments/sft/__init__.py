@@ -35,8 +35,9 @@ class SFTFamily(ExperimentFamily):
         units = []
         for seed in cfg.seeds:
             for m in cfg.methods:
-                cost = cfg.train.steps * (2.0 if m.constraints is not None else 1.0)
-                units.append(Unit(m.name, seed, None, m, phase=1, steps=cfg.train.steps, cost=cost))
+                steps = cfg.train.steps if m.finetune else 0
+                cost = max(steps, 1) * (1.0 if m.is_erm or not m.finetune else 2.0)
+                units.append(Unit(m.name, seed, None, m, phase=1, steps=steps, cost=cost))
             if cfg.winrate is not None:
                 comparisons = (len(cfg.methods) - 1) * len(cfg.winrate.gammas) * len(cfg.winrate.judges)
                 units.append(Unit(WINRATE_UNIT, seed, None, None, phase=2, steps=comparisons, cost=1.0))

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from unrolled.experiments.aggregate import header, mean_std, published_at
+from unrolled.experiments.objectives import objective_entry
 from unrolled.experiments.sft.config import WINRATE_UNIT, SFTExperiment
 
 __all__ = ["aggregate", "winrate_rows"]
@@ -73,19 +74,24 @@ def aggregate(cfg: SFTExperiment, records: Sequence[dict[str, Any]]) -> dict[str
         entry: dict[str, Any] = {
             "label": m.label or m.name,
             "constrained": m.constraints is not None,
+            **objective_entry(m, recs),
             "alpha": m.constraints.alpha if m.constraints is not None else None,
             "readout_token_fraction": m.readout_token_fraction,
             "token_accuracy_mean": acc_mean,
             "token_accuracy_std": acc_std,
             "token_accuracy_per_seed": [[r["eval"][g]["token_accuracy"] for g in gammas] for r in recs],
+            "loss_mean": [float(np.mean([r["eval"][g]["loss"] for r in recs])) for g in gammas],
             "layer_loss_mean": {
                 g: torch.tensor([r["eval"][g]["layer_loss"] for r in recs], dtype=torch.float64)
                 .mean(0)
                 .tolist()
                 for g in gammas
+                if all("layer_loss" in r["eval"][g] for r in recs)
             },
             "violation_share": {
-                g: float(np.mean([r["eval"][g]["violation_share"] for r in recs])) for g in gammas
+                g: float(np.mean([r["eval"][g]["violation_share"] for r in recs]))
+                for g in gammas
+                if all("violation_share" in r["eval"][g] for r in recs)
             },
             "train_seconds": [r["train_seconds"] for r in recs],
             "final_train_loss": [r["final_train_loss"] for r in recs],

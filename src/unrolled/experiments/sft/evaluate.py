@@ -25,10 +25,14 @@ __all__ = ["evaluate_tokens"]
 
 @torch.no_grad()
 def evaluate_tokens(
-    trainer: Any, noise: Perturbation, gammas: tuple[float, ...], seed: int
+    trainer: Any,
+    noise: Perturbation,
+    gammas: tuple[float, ...],
+    seed: int,
+    layer_gammas: tuple[float, ...] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per test γ: ``token_accuracy``, ``loss`` (the last layer's), ``layer_loss`` ``[L + 1]``,
-    ``violation_share``, and the number of ``tokens`` scored.
+    """Per test γ: ``token_accuracy``, ``loss`` (the last layer's) and the number of ``tokens`` scored; at the
+    γ in ``layer_gammas`` (default: all) also ``layer_loss`` ``[L + 1]`` and ``violation_share``.
 
     The eval set is the trainer's own (TRL has tokenised it with the chat template and built its masks). The
     noise at each γ comes from its own seeded generator, so every method sees the same draws.
@@ -41,6 +45,7 @@ def evaluate_tokens(
     out: dict[str, dict[str, Any]] = {}
     for gamma in gammas:
         g = generator(seed, "sft-test-noise", gamma)
+        layers = layer_gammas is None or gamma in layer_gammas
         sums: Tensor | None = None
         correct = total = 0
         with EmbeddingNoise(model.get_input_embeddings(), noise.with_gamma(gamma), "test", g):
@@ -48,7 +53,7 @@ def evaluate_tokens(
                 batch = trainer._prepare_inputs(batch)
                 labels = batch["labels"]
                 states: list[Tensor] = []
-                handles = trainer._capture(states)  # the trainer's own hooks: states 0..L-1
+                handles = trainer._capture(states) if layers else []  # the trainer's hooks: states 0..L-1
                 try:
                     forward = {
                         k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")
@@ -72,11 +77,8 @@ def evaluate_tokens(
                 sums = per_layer if sums is None else sums + per_layer
         assert sums is not None and total > 0, "no trained token in the eval set"
         layer_loss = (sums / total).cpu()
-        out[str(gamma)] = {
-            "token_accuracy": correct / total,
-            "loss": float(layer_loss[-1]),
-            "layer_loss": [float(v) for v in layer_loss],
-            "violation_share": violation_share(layer_loss),
-            "tokens": total,
-        }
+        out[str(gamma)] = {"token_accuracy": correct / total, "loss": float(layer_loss[-1]), "tokens": total}
+        if layers:
+            out[str(gamma)]["layer_loss"] = [float(v) for v in layer_loss]
+            out[str(gamma)]["violation_share"] = violation_share(layer_loss)
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from unrolled.experiments.objectives import infeasibility_lines, objective_section
 from unrolled.report import (
     final_multipliers,
     gamma_table,
@@ -16,7 +17,7 @@ from unrolled.report import (
     violation_table,
 )
 
-__all__ = ["plot_accuracy", "report", "summary", "winrate_table"]
+__all__ = ["plot_accuracy", "recipe_table", "report", "summary", "winrate_table"]
 
 
 def accuracy_table(results: dict[str, Any]) -> str:
@@ -47,6 +48,47 @@ def winrate_table(results: dict[str, Any]) -> str:
         ))  # fmt: skip
     head = ["γ", "judge", "win rate", f"{int(100 * (results.get('winrates') or [{}])[0].get('confidence', 0.95))}% CI per seed",
             "wins/ties/losses", "failures", "position bias", "paper"]  # fmt: skip
+    return table(head, rows)
+
+
+def _stress_gamma(results: dict[str, Any]) -> float:
+    """The perturbed γ the recipes are compared at: the largest win-rate γ, else the largest test γ."""
+    rates = [w["gamma"] for w in results.get("winrates", [])]
+    return max(rates) if rates and max(rates) > 0 else results["gammas"][-1]
+
+
+def recipe_table(results: dict[str, Any]) -> str:
+    """One row per method: eval token accuracy at γ = 0 and at the stress γ (with the difference to the
+    win-rate baseline), the layers going up at γ = 0, and the win rate against the baseline at both γ (first
+    judge)."""
+    gammas = results["gammas"]
+    stress = _stress_gamma(results)
+    i0, i1 = gammas.index(0.0) if 0.0 in gammas else 0, gammas.index(stress)
+    seeds = len(results["seeds"])
+    methods = results["methods"]
+    rates = results.get("winrates", [])
+    judge = rates[0]["judge"] if rates else None
+    baseline = rates[0]["baseline"] if rates else None
+    base = methods.get(baseline) if baseline else None
+    rows = []
+    for name, m in methods.items():
+        acc, std = m["token_accuracy_mean"], m["token_accuracy_std"]
+        cells = []
+        for i in (i0, i1):
+            cell = f"{acc[i]:.3f}" + (f" ± {std[i]:.3f}" if seeds > 1 else "")
+            if base is not None and name != baseline:
+                cell += f" ({acc[i] - base['token_accuracy_mean'][i]:+.3f})"
+            cells.append(cell)
+        share = m["violation_share"].get(str(gammas[i0]))
+        cells.append("—" if share is None else f"{round(share * m['layers'])} of {m['layers']}")
+        for g in (gammas[i0], stress):
+            row = next(
+                (w for w in rates if w["method"] == name and w["gamma"] == g and w["judge"] == judge), None
+            )
+            cells.append("baseline" if name == baseline else _pct(row["rate_mean"]) if row else "—")
+        rows.append((m["label"], cells))
+    head = [f"accuracy γ={gammas[i0]:g}", f"accuracy γ={stress:g}", f"layers going up (γ={gammas[i0]:g})",
+            f"win rate γ={gammas[i0]:g}", f"win rate γ={stress:g}"]  # fmt: skip
     return table(head, rows)
 
 
@@ -84,6 +126,14 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
     ]
     if results.get("published"):
         parts += [f"Paper numbers: {results.get('published_source') or 'the paper'}.", ""]
+    parts += [
+        "## The recipes side by side (differences to the win-rate baseline in brackets"
+        + (f"; win rates by {results['winrates'][0]['judge']}" if results.get("winrates") else "")
+        + ")",
+        "",
+        recipe_table(results),
+        "",
+    ]
     if results.get("winrates"):
         parts += ["## Win rate against the baseline (each pair judged in both orders; ties count half)", ""]
         parts += [winrate_table(results), ""]
@@ -92,6 +142,7 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
         "",
     ]
     parts += [violation_table(results), ""]
+    parts += objective_section(results)
     parts += final_multipliers(results)
     if plt is not None:
         plot_accuracy([results], run_dir / "accuracy_vs_gamma.png", plt)
@@ -121,6 +172,8 @@ def plot_accuracy(runs: list[dict[str, Any]], path: Path, plt: Any) -> bool:
 
 def summary(results: dict[str, Any]) -> str:
     text = f"{results['name']} — eval token accuracy vs test perturbation γ, {spread(results)}:\n{accuracy_table(results)}"
-    if results.get("winrates"):
-        text += "\nwin rates:\n" + winrate_table(results)
+    text += "\nthe recipes side by side:\n" + recipe_table(results)
+    warnings = infeasibility_lines(results)
+    if warnings:
+        text += "\n" + "\n".join(warnings)
     return text

@@ -42,23 +42,43 @@ def generations_path(out: Path, method: str, seed: int) -> Path:
     return out / "generations" / method / f"seed{seed}.json"
 
 
-def _constraint_fields(method: SFTMethod) -> dict[str, Any]:
+def _objective_fields(method: SFTMethod) -> dict[str, Any]:
+    """The ``ConstrainedSFTConfig`` fields of a method's layerwise objective."""
+    fields: dict[str, Any] = {"readout_token_fraction": method.readout_token_fraction}
+    if method.early_exit is not None:
+        e = method.early_exit
+        return {
+            **fields,
+            "layer_objective": "early_exit",
+            "early_exit_scale": e.scale,
+            "early_exit_scale_type": e.scale_type,
+            "early_exit_curriculum": e.curriculum,
+            "early_exit_gradual_fraction": e.gradual_fraction,
+            "early_exit_layers": list(e.layers) if e.layers is not None else None,
+        }
     c = method.constraints
     if c is None:
-        return {"constraint_alpha": None}
+        return {**fields, "layer_objective": "none"}
     if c.dual_source != "train":
         raise ValueError(
             f"methods.{method.name}.constraints.dual_source: SFT takes dual steps on training batches only"
         )
     return {
+        **fields,
+        "layer_objective": "constrained",
         "constraint_alpha": c.alpha,
         "constraint_alphas": list(c.alphas) if c.alphas is not None else None,
         "constrained_layers": list(c.layers) if c.layers is not None else None,
         "dual_lr": c.dual_lr,
         "dual_every": c.dual_every,
-        "resilient_rho": c.resilient_rho,
+        "resilient_cost": c.resilient_cost,
+        "multiplier_max": c.multiplier_max,
+        "calibrate": c.calibrate.mode if c.calibrate is not None else None,
+        "calibration_batches": c.calibrate.batches if c.calibrate is not None else 4,
+        "calibration_margin": c.calibrate.margin if c.calibrate is not None else 0.0,
+        "infeasibility_window": c.infeasibility_window,
+        "relative_slack": c.relative,
         "detach_previous": c.detach_previous,
-        "readout_token_fraction": method.readout_token_fraction,
     }
 
 
@@ -84,7 +104,7 @@ def build_trainer(
         readout_chunk_tokens=t.readout_chunk_tokens,
         embedding_noise=p.kind if p.train_gamma > 0 else None, embedding_noise_gamma=p.train_gamma,
         embedding_noise_sigma=data.sigma if p.kind == "gaussian" else None,
-        **_constraint_fields(method),
+        **_objective_fields(method),
     )  # fmt: skip
     peft_config = None
     if t.lora is not None:
@@ -118,31 +138,37 @@ def run_train_unit(unit: Unit, data: SFTSeedData, ctx: UnitContext) -> dict[str,
     trainer = build_trainer(cfg, method, data, out_dir, unit.seed, ctx.device)
     trainer.remove_callback(PrinterCallback)  # the runner has its own progress bar; logs go to metrics.jsonl
     trainer.add_callback(UnitProgress(ctx))
-    resume = get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
-    result = trainer.train(resume_from_checkpoint=resume)
+    steps, final_loss = 0, None
+    if method.finetune:
+        resume = get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
+        result = trainer.train(resume_from_checkpoint=resume)
+        steps = int(result.global_step)
+        final_loss = result.training_loss if math.isfinite(result.training_loss) else None
     train_seconds = time.perf_counter() - t0
     p = cfg.perturbation
     noise = Perturbation(p.kind, 0.0, p.mean, data.sigma if p.kind == "gaussian" else None)
+    layer_gammas = tuple(g for g in p.test_gammas if p.reads_layers_at(g))
     record: dict[str, Any] = {
         "method": method.name,
         "seed": unit.seed,
         "depth": None,
         "layers": trainer.depth,
-        "steps": int(result.global_step),
-        "final_train_loss": result.training_loss if math.isfinite(result.training_loss) else None,
+        "steps": steps,
+        "final_train_loss": final_loss,
         "train_seconds": train_seconds,
         "sigma": data.sigma,
         "parameters": sum(q.numel() for q in trainer.model.parameters()),
         "trainable_parameters": sum(q.numel() for q in trainer.model.parameters() if q.requires_grad),
         "data": data.sizes(),
         "truncated": data.truncation,
-        "eval": evaluate_tokens(trainer, noise, p.test_gammas, unit.seed),
+        "eval": evaluate_tokens(trainer, noise, p.test_gammas, unit.seed, layer_gammas),
     }
     if trainer.objective.constrained:
         record["multipliers"] = [float(v) for v in trainer.objective.multipliers.value]  # type: ignore[attr-defined]
+    record["objective"] = trainer.objective.report()
     if cfg.winrate is not None:
         record["generation"] = _generate(cfg, trainer, data, noise, unit, ctx)
-    if ctx.rank == 0:
+    if ctx.rank == 0 and method.finetune:
         _save_model(trainer, model_folder(ctx.out, method.name, unit.seed))
         shutil.rmtree(out_dir, ignore_errors=True)  # the Trainer checkpoints: done with
         ctx.checkpoint.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from unrolled.experiments.aggregate import header, mean_std, published_at
+from unrolled.experiments.objectives import objective_entry
 from unrolled.experiments.text.config import TextExperiment
 
 
@@ -59,6 +60,7 @@ def aggregate(cfg: TextExperiment, records: Sequence[dict[str, Any]]) -> dict[st
             "parameters": recs[0]["parameters"],
             "trainable_parameters": recs[0]["trainable_parameters"],
             "layers": recs[0]["layers"],
+            **objective_entry(m, recs),
         }
         if "multipliers" in recs[0]:
             entry["multipliers_per_seed"] = [r["multipliers"] for r in recs]

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, model_validator
 
 from unrolled.config import ConfigModel, Float, Int, Str
-from unrolled.constrained.config import ConstraintConfig
+from unrolled.constrained.config import ConstraintConfig, EarlyExitConfig
 from unrolled.experiments.config import ExperimentConfig
 from unrolled.perturb import PerturbationConfig
 from unrolled.tasks.text.config import TextDataConfig
@@ -40,7 +40,18 @@ class HFEncoderMethod(ConfigModel):
     dropout: Dropout = 0.0
     lr: Positive | None = None
     constraints: ConstraintConfig | None = None
+    early_exit: EarlyExitConfig | None = None
     label: Str | None = None
+
+    @model_validator(mode="after")
+    def _one_objective(self) -> HFEncoderMethod:
+        check(one_objective(self), "early_exit", "a method takes constraints or early_exit, not both")
+        return self
+
+
+def one_objective(method: HFEncoderMethod | UTTextMethod) -> bool:
+    """A method trains under descent constraints, the early-exit loss, or neither (ERM); never both."""
+    return method.constraints is None or method.early_exit is None
 
 
 class UTTextMethod(ConfigModel):
@@ -62,11 +73,13 @@ class UTTextMethod(ConfigModel):
     init_std: Annotated[Float, Field(ge=0)] = 0.02
     lr: Positive | None = None
     constraints: ConstraintConfig | None = None
+    early_exit: EarlyExitConfig | None = None
     label: Str | None = None
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> UTTextMethod:
         check(self.width % self.heads == 0, "heads", f"must divide width {self.width}")
+        check(one_objective(self), "early_exit", "a method takes constraints or early_exit, not both")
         return self
 
 

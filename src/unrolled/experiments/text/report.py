@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from unrolled.experiments.objectives import infeasibility_lines, objective_section
 from unrolled.report import (
     final_multipliers,
     gamma_table,
@@ -69,6 +70,7 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
         ]
     parts += ["## Share of layers whose loss does not descend (f_l > f_{l−1}), mean over seeds", ""]
     parts += [violation_table(results), ""]
+    parts += objective_section(results)
     parts += final_multipliers(results)
     if plt is not None:
         plot_accuracy(
@@ -95,4 +97,5 @@ def plot_accuracy(runs: list[dict[str, Any]], path: Path, plt: Any) -> bool:
 
 def summary(results: dict[str, Any]) -> str:
     title = f"{results['name']} — test accuracy vs test perturbation γ, {spread(results)}:"
-    return f"{title}\n{accuracy_table(results)}"
+    warnings = "\n".join(infeasibility_lines(results))
+    return f"{title}\n{accuracy_table(results)}" + (f"\n{warnings}" if warnings else "")

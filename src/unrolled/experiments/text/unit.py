@@ -93,7 +93,7 @@ def train_solver(unit: Unit, solver: nn.Module, data: TextSeedData, ctx: UnitCon
     noise = Perturbation(p.kind, p.train_gamma, p.mean, sigma) if p.train_gamma > 0 else None
     trainer = ConstrainedTrainer(
         model=solver, args=args, train_dataset=train_set, data_collator=train_set.collate,
-        constraints=method.constraints, train_noise=noise, noise_seed=derive_seed(unit.seed, "train-noise"),
+        constraints=method.constraints or method.early_exit, train_noise=noise, noise_seed=derive_seed(unit.seed, "train-noise"),
     )  # fmt: skip
     resume = get_last_checkpoint(str(out)) if out.is_dir() else None
     trainer.remove_callback(
@@ -180,7 +180,9 @@ def _run_unit(unit: Unit, data: TextSeedData, ctx: UnitContext) -> dict[str, Any
     solver = build(method, data.num_labels, unit.seed)
     tok = tokenizer_model(method)
     sigma0 = embedding_sigma(solver, data.encoded(tok, "train"))
+    t_train = time.perf_counter()
     trainer, result = train_solver(unit, solver, data, ctx, sigma0)
+    train_seconds = time.perf_counter() - t_train
     solver = trainer.model
     sigma = embedding_sigma(solver, data.encoded(tok, "train"))  # the trained model's own embeddings
     p = cfg.perturbation
@@ -206,6 +208,8 @@ def _run_unit(unit: Unit, data: TextSeedData, ctx: UnitContext) -> dict[str, Any
     }
     if trainer.objective.constrained:
         record["multipliers"] = [float(v) for v in trainer.objective.multipliers.value]  # type: ignore[attr-defined]
+    record["objective"] = trainer.objective.report()
+    record["train_seconds"] = train_seconds
     if ctx.rank == 0:
         save_solver(
             solver,

@@ -1,0 +1,127 @@
+"""Spotting constraints that cannot be met, and how much of the Lagrangian is still the task.
+
+A constraint that the model can meet ends up with its slack hovering at or below 0 and its multiplier steady.
+One that it cannot meet keeps a positive slack at every dual step, so projected ascent makes its multiplier
+grow without end, and the Lagrangian f_L + Σ λ_l s_l weighs the intermediate losses more and more against the
+task loss f_L (in the SFT runs of issue 10, Σλ ≈ 44: about 40 times the task). Nothing in the training loss
+shows it; this module does.
+
+:class:`InfeasibilityMonitor` looks at the slack estimates of the last ``window`` dual steps: a constraint
+whose slack was positive at (at least) ``share`` of them is *infeasible*. It says how: its multiplier is
+``growing`` (projected ascent, the case to act on), ``capped`` at λ_max (bounded multipliers: the elastic
+penalty is paying for it), or ``relaxed`` (resilient multipliers: the relaxation u = λ / c absorbs it).
+
+:func:`task_weight` is the share of the loss's gradient that is the task's: 1 / Σ_l |w_l|, with w_l = ∂L/∂f_l
+the weight of layer l's loss in the objective (for the Lagrangian with f_{l−1} detached, 1 / (1 + Σ λ_l)).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+from torch import Tensor
+
+logger = logging.getLogger("unrolled.constrained")
+
+REMEDIES = (
+    "bounded multipliers (multiplier_max), resilient relaxation (resilient_cost), targets calibrated on the "
+    "model before training (calibrate), or leaving these layers out (layers); see docs/CONSTRAINTS.md"
+)
+
+
+def task_weight(weights: Tensor, task: float = 1.0) -> float:
+    """``task / Σ |w_l|``: the share of the objective's layer weights ``[L + 1]`` that the task loss holds."""
+    total = float(weights.abs().sum())
+    return task / total if total > 0 else 1.0
+
+
+class InfeasibilityMonitor:
+    """Flags constraints whose slack stayed positive over the last ``window`` dual steps.
+
+    Args:
+        num: the number of constraints L.
+        window: dual steps looked at (a constraint needs that many observations before it can be flagged).
+        share: the share of them with a positive slack that makes a constraint infeasible.
+        kind: how the multipliers move, ``projected``, ``bounded`` or ``resilient``: names the status.
+        where: a label for the log line (the method and seed, say).
+    """
+
+    def __init__(
+        self, num: int, window: int = 20, share: float = 0.9, kind: str = "projected", where: str = ""
+    ) -> None:
+        if window < 2:
+            raise ValueError(f"the infeasibility window needs at least 2 dual steps, got {window}")
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {share}")
+        self.num, self.window, self.share, self.kind, self.where = num, window, share, kind, where
+        self._history: list[deque[tuple[float, float]]] = [deque(maxlen=window) for _ in range(num)]
+        self.flagged: dict[int, str] = {}  # layer (1..L) -> status
+        self.first_seen: dict[int, int] = {}  # layer -> dual step at which it was first flagged
+
+    def update(
+        self, slack: Tensor, multipliers: Tensor, observed: Tensor | None, dual_step: int
+    ) -> list[int]:
+        """Record one dual step (slack estimates and multipliers after the step, ``[L]``); returns the layers
+        flagged for the first time, and logs a warning naming them."""
+        seen = [True] * self.num if observed is None else [bool(v) for v in observed]
+        for l in range(self.num):
+            if seen[l]:
+                self._history[l].append((float(slack[l]), float(multipliers[l])))
+        now: dict[int, str] = {}
+        for l, history in enumerate(self._history):
+            if len(history) < self.window:
+                continue
+            positive = sum(s > 0 for s, _ in history) / len(history)
+            if positive < self.share:
+                continue
+            first_lam, last_lam = history[0][1], history[-1][1]
+            if self.kind == "resilient":
+                status = "relaxed"
+            elif self.kind == "bounded" and last_lam <= first_lam:
+                status = "capped"
+            else:
+                status = "growing"
+            now[l + 1] = status
+        new = sorted(l for l in now if l not in self.flagged)
+        self.flagged = now
+        for l in new:
+            self.first_seen.setdefault(l, dual_step)
+        if new:
+            lam = ", ".join(f"λ_{l} = {float(multipliers[l - 1]):.3g}" for l in new)
+            label = f" ({self.where})" if self.where else ""
+            logger.warning(
+                "constraints on layers %s look infeasible%s: their slack stayed positive over the last %d "
+                "dual steps (%s). Remedies: %s.",
+                ", ".join(map(str, new)),
+                label,
+                self.window,
+                lam,
+                REMEDIES,
+            )
+        return new
+
+    def report(self) -> dict[str, Any]:
+        """What a run records: the infeasible layers now, how, and when they were first flagged."""
+        return {
+            "infeasible_layers": sorted(self.flagged),
+            "infeasible_status": {str(l): s for l, s in sorted(self.flagged.items())},
+            "infeasible_since": {str(l): self.first_seen[l] for l in sorted(self.flagged)},
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": [list(h) for h in self._history],
+            "flagged": dict(self.flagged),
+            "first_seen": dict(self.first_seen),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._history = [deque(map(tuple, h), maxlen=self.window) for h in state["history"]]
+        if len(self._history) != self.num:
+            raise ValueError(
+                f"monitor state for {len(self._history)} constraints, this problem has {self.num}"
+            )
+        self.flagged = {int(k): v for k, v in state["flagged"].items()}
+        self.first_seen = {int(k): int(v) for k, v in state["first_seen"].items()}
