@@ -5,10 +5,16 @@
 fine-tuning, of
 
 * ``sft``: ``trl.SFTTrainer`` itself (its loss on the last layer, completion-only);
-* ``exact``: ``ConstrainedSFTTrainer`` with every multiplier positive, the 29 intermediate layers read out by
-  the logit lens on every trained token (chunked, recomputed in backward);
+* ``λ = 0``: ``ConstrainedSFTTrainer`` with every constraint on and every multiplier at zero, on a step that
+  is neither a dual step nor a log step: the objective needs no intermediate layer, and none is read;
+* ``λ = 0, dual step``: the same on a dual (monitoring) step, where every constrained layer is read without
+  a graph on the readout fraction of the tokens (the first ``--fractions`` value) to measure its slack;
+* ``exact``: every multiplier positive, the 29 intermediate layers read out by the logit lens on every
+  trained token (chunked, recomputed in backward);
 * ``subsampled f``: the same on a random fraction f of the trained tokens (the last layer on all of them),
-  for each f of ``--fractions``.
+  for each f of ``--fractions``;
+* ``late f``: the late-layer recipe, constraints on layers 21–30 only (multipliers positive), at the first
+  fraction: its price beside the all-layer ``subsampled f``.
 
 The examples are real text: each a chatterbot-corpus question and, as the answer, chatterbot answers joined
 until the chat template gives at least 256 tokens (then truncated to 256 by TRL), so about 200 tokens per
@@ -20,10 +26,11 @@ gradients and AdamW state of the trainable weights (transient buffers, e.g. one 
 **Generation**: greedy responses to ``--prompts`` win-rate prompts, ``--max-new`` tokens at most, batched
 (``--gen-batch``) against one prompt at a time; tokens per second of each and their ratio.
 
-Targets (issue 10): subsampled ≤ 1.5× the ``sft`` step time and ≤ 1.25× its memory (``passed`` per fraction).
-Writes ``benchmarks/results/bench_sft.json`` (``--device cuda --bf16`` on a GPU: ``bench_sft_cuda.json``).
+Targets: subsampled ≤ 1.5× the ``sft`` step time and ≤ 1.25× its memory (issue 10); ``λ = 0`` ≤ 1.05× the
+``sft`` step time (issue 17). Writes ``benchmarks/results/bench_sft.json`` (``--device cuda --bf16`` on a GPU:
+``bench_sft_cuda.json``), with the hashes of the code it measures.
 
-    python benchmarks/bench_sft.py [--repeats 3] [--fractions 0.1 0.05] [--modes lora full]
+    python benchmarks/bench_sft.py [--repeats 3] [--fractions 0.25 0.1] [--modes lora full]
 """
 
 from __future__ import annotations
@@ -36,11 +43,14 @@ from typing import Any
 
 import torch
 
-from _harness import compare_steps, environment, resolve_device, write_json
+from _harness import compare_steps, environment, provenance, resolve_device, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = {"subsampled_time_ratio_max": 1.5, "subsampled_memory_ratio_max": 1.25}
+TARGETS = {"subsampled_time_ratio_max": 1.5, "subsampled_memory_ratio_max": 1.25, "zero_time_ratio_max": 1.05}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LATE_LAYERS = list(range(21, 31))
+MEASURED = ("unrolled.train.sft", "unrolled.train.hf", "unrolled.constrained", "unrolled.models.readouts",
+            "unrolled.models.hf")  # fmt: skip
 
 
 def long_examples(tokenizer: Any, count: int, length: int) -> list[dict[str, Any]]:
@@ -75,7 +85,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=256)
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.05])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.1])
     parser.add_argument("--modes", nargs="+", default=["lora", "full"], choices=["lora", "full"])
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-new", type=int, default=32)
@@ -120,11 +130,20 @@ def main() -> None:
             trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=dataset,
                                  processing_class=tokenizer, peft_config=peft)  # fmt: skip
         else:
-            fraction = 1.0 if kind == "exact" else float(kind.split()[1])
-            cfg = ConstrainedSFTConfig(**common, constraint_alpha=0.05, readout_token_fraction=fraction)
+            zero = kind.startswith("λ = 0")
+            fraction = 1.0 if kind == "exact" else args.fractions[0] if zero else float(kind.split()[-1])
+            layers = LATE_LAYERS if kind.startswith("late") else None
+            every = 1 if kind == "λ = 0, dual step" else 10_000  # a dual (monitoring) step, or not
+            cfg = ConstrainedSFTConfig(
+                **common, constraint_alpha=0.05, readout_token_fraction=fraction, constrained_layers=layers,
+                dual_every=every, logging_steps=10_000,
+            )  # fmt: skip
             trainer = ConstrainedSFTTrainer(model=model, args=cfg, train_dataset=dataset,
                                             processing_class=tokenizer, peft_config=peft)  # fmt: skip
-            trainer.objective.multipliers.value = torch.full((trainer.depth,), 0.5, dtype=torch.float64)
+            lam = 0.0 if zero else 0.5
+            value = torch.zeros(trainer.depth, dtype=torch.float64)
+            value[[l - 1 for l in (layers or range(1, trainer.depth + 1))]] = lam
+            trainer.objective.multipliers.value = value
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(args.batch)])
         trained = int((batch["labels"][:, 1:] != -100).sum())
         trainer.create_optimizer()
@@ -156,7 +175,7 @@ def main() -> None:
         "targets": TARGETS,
     }
     subsampled = [f"subsampled {f:g}" for f in args.fractions]
-    kinds = ["sft", "exact", *subsampled]
+    kinds = ["sft", "λ = 0", "λ = 0, dual step", "exact", *subsampled, f"late {args.fractions[0]:g}"]
     for mode in args.modes:
         steps, static, trained = {}, {}, 0
         for k in kinds:
@@ -168,12 +187,13 @@ def main() -> None:
             and ratios[k]["memory"] <= TARGETS["subsampled_memory_ratio_max"]
             for k in subsampled
         }
+        passed["λ = 0"] = ratios["λ = 0"]["time"] <= TARGETS["zero_time_ratio_max"]
         print(f"\n{mode}: batch {args.batch} × {args.length} tokens ({trained} trained), {device}, "
               f"{torch.get_num_threads()} thread(s), median of {args.repeats}")  # fmt: skip
-        print(f"{'variant':16s} {'step':>10s} {'×SFT':>6s} {'memory MB':>10s} {'×SFT':>6s}")
+        print(f"{'variant':18s} {'step':>10s} {'×SFT':>6s} {'memory MB':>10s} {'×SFT':>6s}")
         for k in kinds:
             print(
-                f"{k:12s} {median[k]:8.2f} s {ratios[k]['time']:6.2f} {memory[k] / 2**20:10.1f} {ratios[k]['memory']:6.2f}"
+                f"{k:18s} {median[k]:8.2f} s {ratios[k]['time']:6.2f} {memory[k] / 2**20:10.1f} {ratios[k]['memory']:6.2f}"
             )
         record["modes"][mode] = {
             "trained_tokens": trained, "median_step_seconds": median, "step_seconds": times,
@@ -183,6 +203,7 @@ def main() -> None:
     record["generation"] = bench_generation(args, tokenizer, dtype, device, generate_responses, load_model)
     record["passed"] = {mode: m["passed"] for mode, m in record["modes"].items()}
     record["environment"] = environment(device)
+    record["provenance"] = provenance(__file__, MEASURED)
     default = "bench_sft_cuda.json" if device.startswith("cuda") else "bench_sft.json"
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / default
     write_json(record, out)

@@ -13,7 +13,19 @@ from typing import Any
 
 from unrolled.report import table
 
-__all__ = ["infeasibility_lines", "objective_entry", "objective_kind", "objective_section"]
+__all__ = [
+    "infeasibility_lines",
+    "objective_entry",
+    "objective_kind",
+    "objective_record",
+    "objective_section",
+]
+
+
+def objective_record(objective: Any, depth: int) -> dict[str, Any]:
+    """What a unit records of its objective at the end of training: its report (infeasible constraints,
+    calibration) and the task loss's share of the loss at the final weights."""
+    return {"task_weight": objective.task_weight(depth), **objective.report()}
 
 
 def objective_kind(method: Any) -> str:

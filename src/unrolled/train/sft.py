@@ -304,10 +304,13 @@ class ConstrainedSFTTrainer(ConstraintsMixin, SFTTrainer):
         return (total, result[1]) if return_outputs else total
 
     @torch.no_grad()
-    def _calibration_losses(self, model: nn.Module, inputs: dict[str, Any]) -> Tensor:
-        """f_0..f_L ``[L + 1]`` of one batch by the logit lens (the last layer from the model's own logits)."""
-        states: list[Tensor] = []
-        handles = self._capture(states)
+    def forward_with_states(
+        self, model: nn.Module, inputs: dict[str, Any], states: bool = True
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The model's logits ``[B, T, V]`` on a batch and, with ``states``, the states 0..L−1 its layers
+        took (``[B, T, H]`` each), by the trainer's hooks."""
+        kept: list[Tensor] = []
+        handles = self._capture(kept) if states else []
         try:
             forward = {
                 k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")
@@ -316,8 +319,13 @@ class ConstrainedSFTTrainer(ConstraintsMixin, SFTTrainer):
         finally:
             for h in handles:
                 h.remove()
+        return logits, kept[: self.depth]
+
+    def _calibration_losses(self, model: nn.Module, inputs: dict[str, Any]) -> Tensor:
+        """f_0..f_L ``[L + 1]`` of one batch by the logit lens (the last layer from the model's own logits)."""
+        logits, states = self.forward_with_states(model, inputs)
         labels = inputs["labels"]
-        layers = [self.lens.token_mean(s, labels) for s in states[: self.depth]]
+        layers = [self.lens.token_mean(s, labels) for s in states]
         shift = labels[:, 1:]
         mask = shift != -100
         last = torch.nn.functional.cross_entropy(logits[:, :-1][mask].float(), shift[mask])

@@ -188,3 +188,36 @@ def test_a_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpo
     weights = load_file(good / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
     assert (good / "constraints.pt").exists()
+
+
+def test_a_recipe_study_base_model_early_exit_calibration_and_seeds_per_method(
+    tmp_path, tiny_chat_model, instruction_file
+):
+    """The rows of an issue-17 study: the base model without fine-tuning, ERM, the early-exit loss and
+    calibrated constraints; methods on some seeds only; every layer read out at γ = 0 alone."""
+    from unrolled.experiments.registry import get_family
+
+    cfg = tiny_config(
+        tiny_chat_model, instruction_file, seeds=[0, 1], winrate=None,
+        perturbation={"train_gamma": 0.5, "test_gammas": [0.0, 1.5], "layer_gammas": [0.0]},
+        methods=[
+            {"name": "base", "finetune": False, "seeds": [0]},
+            {"name": "erm"},
+            {"name": "ee", "early_exit": {"scale_type": "l", "curriculum": "gradual"}, "seeds": [0]},
+            {"name": "cal", "constraints": {"alpha": 0.1, "calibrate": {"batches": 1}}, "seeds": [1]},
+        ],
+    )  # fmt: skip
+    plan = [u.key for u in get_family("sft").plan(cfg)]
+    assert plan == ["base/seed0", "erm/seed0", "ee/seed0", "erm/seed1", "cal/seed1"]
+    results = run_experiment(cfg, tmp_path / "run", progress=False, log=lambda _: None)
+    methods = results["methods"]
+    assert [methods[n]["seeds"] for n in ("base", "erm", "ee", "cal")] == [[0], [0, 1], [0], [1]]
+    assert methods["base"]["objective"] == "base" and "step_seconds" not in methods["base"]
+    assert methods["ee"]["objective"] == "early_exit" and methods["cal"]["objective"] == "constrained"
+    assert methods["ee"]["task_weight_per_seed"][0] == pytest.approx(3 / 6)  # l-scaled, all 3 exits on
+    assert set(methods["erm"]["layer_loss_mean"]) == {"0.0"}  # layers read at γ = 0 only
+    cal = methods["cal"]["calibration_per_seed"][0]
+    assert len(cal["alphas"]) == 3 and all(a <= 0.1 for a in cal["alphas"])
+    assert not (tmp_path / "run" / "models" / "base").exists()  # nothing trained, nothing saved
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "The recipes side by side" in report and "The layerwise objective at the end of training" in report

@@ -34,12 +34,13 @@ class SFTFamily(ExperimentFamily):
     def plan(self, cfg: SFTExperiment) -> list[Unit]:
         units = []
         for seed in cfg.seeds:
-            for m in cfg.methods:
+            for m in (m for m in cfg.methods if m.runs_on(seed)):
                 steps = cfg.train.steps if m.finetune else 0
                 cost = max(steps, 1) * (1.0 if m.is_erm or not m.finetune else 2.0)
                 units.append(Unit(m.name, seed, None, m, phase=1, steps=steps, cost=cost))
             if cfg.winrate is not None:
-                comparisons = (len(cfg.methods) - 1) * len(cfg.winrate.gammas) * len(cfg.winrate.judges)
+                on_seed = sum(m.runs_on(seed) for m in cfg.methods)
+                comparisons = (on_seed - 1) * len(cfg.winrate.gammas) * len(cfg.winrate.judges)
                 units.append(Unit(WINRATE_UNIT, seed, None, None, phase=2, steps=comparisons, cost=1.0))
         return units
 

@@ -73,6 +73,7 @@ def aggregate(cfg: SFTExperiment, records: Sequence[dict[str, Any]]) -> dict[str
         acc_mean, acc_std = mean_std([[r["eval"][g]["token_accuracy"] for g in gammas] for r in recs])
         entry: dict[str, Any] = {
             "label": m.label or m.name,
+            "seeds": [r["seed"] for r in recs],
             "constrained": m.constraints is not None,
             **objective_entry(m, recs),
             "alpha": m.constraints.alpha if m.constraints is not None else None,

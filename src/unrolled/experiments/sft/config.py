@@ -61,6 +61,8 @@ class SFTMethod(ConfigModel):
 
     ``readout_token_fraction`` < 1 reads the intermediate layers out on that random share of the trained
     tokens each step (an unbiased estimate; the last layer always on all). ``lr`` overrides ``train.lr``.
+    ``seeds`` runs the method on these of the experiment's seeds only (a study screens many settings on one
+    seed and compares the best on several).
     """
 
     name: Str
@@ -68,6 +70,7 @@ class SFTMethod(ConfigModel):
     constraints: ConstraintConfig | None = None
     early_exit: EarlyExitConfig | None = None
     finetune: Bool = True
+    seeds: Annotated[tuple[Int, ...], Field(min_length=1)] | None = None
     readout_token_fraction: Annotated[Float, Field(gt=0, le=1)] = 1.0
     lr: Positive | None = None
 
@@ -85,6 +88,10 @@ class SFTMethod(ConfigModel):
                 "a method that is not fine-tuned takes no constraints or early_exit",
             )
         return self
+
+    def runs_on(self, seed: int) -> bool:
+        """Whether this method has a unit for ``seed``."""
+        return self.seeds is None or seed in self.seeds
 
     @property
     def is_erm(self) -> bool:
@@ -191,6 +198,10 @@ class SFTExperiment(ExperimentConfig):
     @model_validator(mode="after")
     def _baseline(self) -> SFTExperiment:
         names = [m.name for m in self.methods]
+        for i, m in enumerate(self.methods):
+            if m.seeds is not None:
+                extra = [s for s in m.seeds if s not in self.seeds]
+                check(not extra, f"methods[{i}].seeds", f"{extra} are not among the experiment's seeds")
         check(WINRATE_UNIT not in names, "methods", f"{WINRATE_UNIT!r} is the name of the judging units")
         if self.winrate is None:
             return self
@@ -207,6 +218,9 @@ class SFTExperiment(ExperimentConfig):
                 "name the baseline method (no fine-tuned method without constraints to default to)",
             )
         check(len(names) >= 2, "winrate", "a win rate needs at least two methods (or set winrate: null)")
+        base = next(m for m in self.methods if m.name == self.baseline())
+        check(base.seeds is None or set(base.seeds) >= set(self.seeds), "winrate.baseline",
+              f"the baseline {base.name!r} must run on every seed")  # fmt: skip
         return self
 
     def baseline(self) -> str:

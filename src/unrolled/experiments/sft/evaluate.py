@@ -52,16 +52,7 @@ def evaluate_tokens(
             for batch in loader:
                 batch = trainer._prepare_inputs(batch)
                 labels = batch["labels"]
-                states: list[Tensor] = []
-                handles = trainer._capture(states) if layers else []  # the trainer's hooks: states 0..L-1
-                try:
-                    forward = {
-                        k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")
-                    }
-                    logits = model(**forward).logits
-                finally:
-                    for h in handles:
-                        h.remove()
+                logits, states = trainer.forward_with_states(model, batch, states=layers)
                 shift_labels = labels[:, 1:]
                 mask = shift_labels != -100
                 n = int(mask.sum())

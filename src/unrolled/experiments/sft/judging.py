@@ -65,7 +65,8 @@ def compare(
     prompts = data.split.winrate
     instructions = [ex.instruction for ex in prompts]
     references = [ex.completion for ex in prompts]
-    responses = {m.name: _generations(out, m.name, seed) for m in cfg.methods}
+    methods = [m for m in cfg.methods if m.runs_on(seed)]
+    responses = {m.name: _generations(out, m.name, seed) for m in methods}
     folder = out / "winrate" / f"seed{seed}"
     if write:
         for name, per_gamma in responses.items():
@@ -77,7 +78,7 @@ def compare(
     rows = []
     for jc in judges:
         judge = make_judge(jc)
-        for m in cfg.methods:
+        for m in methods:
             if m.name == baseline:
                 continue
             for gamma in cfg.winrate.gammas:

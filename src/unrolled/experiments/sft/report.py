@@ -64,7 +64,6 @@ def recipe_table(results: dict[str, Any]) -> str:
     gammas = results["gammas"]
     stress = _stress_gamma(results)
     i0, i1 = gammas.index(0.0) if 0.0 in gammas else 0, gammas.index(stress)
-    seeds = len(results["seeds"])
     methods = results["methods"]
     rates = results.get("winrates", [])
     judge = rates[0]["judge"] if rates else None
@@ -73,7 +72,8 @@ def recipe_table(results: dict[str, Any]) -> str:
     rows = []
     for name, m in methods.items():
         acc, std = m["token_accuracy_mean"], m["token_accuracy_std"]
-        cells = []
+        seeds = len(m.get("seeds", results["seeds"]))
+        cells = [str(seeds)]
         for i in (i0, i1):
             cell = f"{acc[i]:.3f}" + (f" ± {std[i]:.3f}" if seeds > 1 else "")
             if base is not None and name != baseline:
@@ -87,7 +87,7 @@ def recipe_table(results: dict[str, Any]) -> str:
             )
             cells.append("baseline" if name == baseline else _pct(row["rate_mean"]) if row else "—")
         rows.append((m["label"], cells))
-    head = [f"accuracy γ={gammas[i0]:g}", f"accuracy γ={stress:g}", f"layers going up (γ={gammas[i0]:g})",
+    head = ["seeds", f"accuracy γ={gammas[i0]:g}", f"accuracy γ={stress:g}", f"layers going up (γ={gammas[i0]:g})",
             f"win rate γ={gammas[i0]:g}", f"win rate γ={stress:g}"]  # fmt: skip
     return table(head, rows)
 

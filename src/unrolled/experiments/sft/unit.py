@@ -22,6 +22,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from unrolled.eval.generation import generate_responses
 from unrolled.experiments.family import Unit, UnitContext
 from unrolled.experiments.hf_progress import UnitProgress
+from unrolled.experiments.objectives import objective_record
 from unrolled.experiments.sft.config import SFTExperiment, SFTMethod
 from unrolled.experiments.sft.data import SFTSeedData
 from unrolled.experiments.sft.evaluate import evaluate_tokens
@@ -165,7 +166,7 @@ def run_train_unit(unit: Unit, data: SFTSeedData, ctx: UnitContext) -> dict[str,
     }
     if trainer.objective.constrained:
         record["multipliers"] = [float(v) for v in trainer.objective.multipliers.value]  # type: ignore[attr-defined]
-    record["objective"] = trainer.objective.report()
+    record["objective"] = objective_record(trainer.objective, trainer.depth)
     if cfg.winrate is not None:
         record["generation"] = _generate(cfg, trainer, data, noise, unit, ctx)
     if ctx.rank == 0 and method.finetune:

@@ -33,6 +33,30 @@ def layer_table(results: dict[str, Any], gamma: float) -> str:
     return table([f"f_{l}" for l in range(depth)], rows)
 
 
+def recipe_table(results: dict[str, Any], layer: int = 3) -> str:
+    """One row per method: test accuracy at γ = 0 and at the largest γ (mean ± std over seeds), the final
+    test loss f_L and its ratio to the first ERM method's, and the loss and accuracy of layer ``layer``'s
+    readout at γ = 0 (how early the model descends)."""
+    gammas, seeds = results["gammas"], len(results["seeds"])
+    clean = str(gammas[0])
+    erm = next((m for m in results["methods"].values() if m.get("objective") == "erm"), None)
+    rows = []
+    for m in results["methods"].values():
+        acc, std = m["accuracy_mean"], m["accuracy_std"]
+        curve, layer_acc = m["layer_loss_mean"][clean], m["layer_accuracy_mean"][clean]
+        ratio = "" if erm is None else f" ({curve[-1] / erm['layer_loss_mean'][clean][-1]:.2f}× ERM)"
+        rows.append((
+            m["label"],
+            [f"{acc[0]:.3f}" + (f" ± {std[0]:.3f}" if seeds > 1 else ""),
+             f"{acc[-1]:.3f}" + (f" ± {std[-1]:.3f}" if seeds > 1 else ""),
+             f"{curve[-1]:.3f}{ratio}", f"{curve[layer]:.3f}" if len(curve) > layer else "—",
+             f"{layer_acc[layer]:.2f}" if len(layer_acc) > layer else "—"],
+        ))  # fmt: skip
+    head = [f"accuracy γ={gammas[0]:g}", f"accuracy γ={gammas[-1]:g}", f"final test loss f_L (γ={gammas[0]:g})",
+            f"f_{layer}", f"accuracy of layer {layer}"]  # fmt: skip
+    return table(head, rows)
+
+
 def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]:
     """report.md's sections; accuracy_vs_gamma.png and loss_vs_layer.png when ``plt`` is given."""
     cfg = results.get("config", {})
@@ -61,6 +85,7 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
     ]
     if results.get("published"):
         parts += [f"Paper numbers: {results.get('published_source') or 'the paper'}.", ""]
+    parts += [f"## The methods side by side ({spread(results)})", "", recipe_table(results), ""]
     for g in dict.fromkeys((gammas[0], gammas[-1])):
         parts += [
             f"## Test loss of every layer's readout at γ = {g:g} (mean over seeds)",

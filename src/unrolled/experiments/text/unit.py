@@ -25,6 +25,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from unrolled.constrained.descent import violation_share
 from unrolled.experiments.family import Unit, UnitContext
 from unrolled.experiments.hf_progress import UnitProgress, quiet_transformers
+from unrolled.experiments.objectives import objective_record
 from unrolled.experiments.text.config import HFEncoderMethod, TextExperiment, UTTextMethod
 from unrolled.experiments.text.data import TextSeedData, embedding_sigma, tokenizer_of
 from unrolled.models.hf import EncoderSolver, load_model
@@ -208,7 +209,7 @@ def _run_unit(unit: Unit, data: TextSeedData, ctx: UnitContext) -> dict[str, Any
     }
     if trainer.objective.constrained:
         record["multipliers"] = [float(v) for v in trainer.objective.multipliers.value]  # type: ignore[attr-defined]
-    record["objective"] = trainer.objective.report()
+    record["objective"] = objective_record(trainer.objective, trainer.depth)
     record["train_seconds"] = train_seconds
     if ctx.rank == 0:
         save_solver(
