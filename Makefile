@@ -39,8 +39,8 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 SMOLLM2 := $(or $(UNROLLED_CACHE),$(HOME)/.cache/unrolled)/SmolLM2-135M-Instruct/config.json
 

@@ -211,3 +211,15 @@ def test_several_problems_are_listed_once_each_and_numeric_strings_are_numbers()
     assert tree.parts[0].rate == 0.001
     with pytest.raises(ConfigError, match=r"^rate: must be in \(0, 1\], got 7\.0$"):
         tree.parts[0].replace(rate=7.0)  # replace() validates like loading does
+
+
+def test_overrides_take_the_key_form_config_errors_print():
+    """A user who copies ``methods[0].heads`` from an error message can pass it to --set as it is."""
+    with pytest.raises(ConfigError) as err:
+        from_dict(ExperimentConfig, apply_overrides(BASE, ["methods.0.heads=0"]))
+    assert "methods[0].heads" in str(err.value)
+    fixed = apply_overrides(BASE, ["methods[0].heads=3", "methods[cg].label=CG"])
+    assert fixed == apply_overrides(BASE, ["methods.0.heads=3", "methods.cg.label=CG"])
+    assert from_dict(ExperimentConfig, fixed).methods[0].heads == 3
+    with pytest.raises(ConfigError, match="empty key part"):
+        apply_overrides(BASE, ["methods[].heads=3"])

@@ -5,6 +5,7 @@ unrolled run --resume --out DIR            (continue a run from its saved config
 unrolled report RUN_DIR [RUN_DIR ...] [--out DIR]
 unrolled demo [--out DIR]
 unrolled configs
+unrolled env                                         (versions, for bug reports; unrolled --version)
 unrolled config show CONFIG [--set key=value ...]   (the resolved config, every default filled in)
 unrolled config schema [--out FILE]                (the JSON Schema of configs, for editors)
 unrolled audit MODEL --data DATA [--out DIR]       (layerwise loss of a pretrained model, no training)
@@ -23,38 +24,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unrolled.config import ConfigError, apply_overrides, load_yaml
-from unrolled.experiments.config import ExperimentConfig, dump_config, load_config, parse_config
+from unrolled.experiments.config import (
+    ExperimentConfig,
+    config_dirs,
+    dump_config,
+    load_config,
+    parse_config,
+    resolve_config,
+    shipped_configs,
+)
 from unrolled.train.checkpoint import CheckpointError
 
 DEMO_OUT = Path("runs/demo")
-
-
-def config_dirs() -> list[Path]:
-    """Where config names are looked up: ./configs, then the repository's configs/ (source checkouts)."""
-    dirs = [Path.cwd() / "configs", Path(__file__).resolve().parents[2] / "configs"]
-    seen, out = set(), []
-    for d in dirs:
-        if d.is_dir() and d.resolve() not in seen:
-            seen.add(d.resolve())
-            out.append(d)
-    return out
-
-
-def available_configs() -> list[str]:
-    return sorted({p.stem for d in config_dirs() for p in d.glob("*.yaml")})
-
-
-def resolve_config(name_or_path: str) -> Path:
-    """A config file from a path, or from a name in :func:`config_dirs` (``demo`` -> configs/demo.yaml)."""
-    p = Path(name_or_path)
-    if p.is_file():
-        return p
-    for d in config_dirs():
-        for candidate in (d / name_or_path, d / f"{name_or_path}.yaml"):
-            if candidate.is_file():
-                return candidate
-    names = ", ".join(available_configs()) or "none found"
-    raise ConfigError(f"{name_or_path}: no such config file or config name (known names: {names})")
 
 
 def _print_summary(results: dict, cfg: ExperimentConfig, out: Path) -> None:
@@ -138,13 +119,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
+    shown: set[str] = set()
     for d in config_dirs():
-        for p in sorted(d.glob("*.yaml")):
+        files = [p for p in sorted(d.glob("*.yaml")) if p.stem not in shown]
+        if not files:
+            continue
+        where = "shipped with unrolled" if d.resolve() == shipped_configs().resolve() else "yours"
+        print(f"# {d} ({where})")
+        for p in files:
             try:
                 desc = load_config(p).description.strip().splitlines()[0]
-            except (ConfigError, IndexError):
+            except (ConfigError, IndexError, AttributeError):
                 desc = ""
             print(f"{p.stem:36s} {desc}")
+            shown.add(p.stem)
     return 0
 
 
@@ -221,8 +209,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_judge(args: argparse.Namespace) -> int:
     from unrolled.config import from_dict
+    from unrolled.experiments.sft.aggregate import merge_errors
     from unrolled.experiments.sft.config import JudgeConfig
-    from unrolled.experiments.sft.judging import judge_run
+    from unrolled.experiments.sft.judging import JudgeFailedError, judge_run
     from unrolled.experiments.sft.report import winrate_table
 
     kind, _, model = args.judge.partition(":")
@@ -232,9 +221,18 @@ def cmd_judge(args: argparse.Namespace) -> int:
         judge = from_dict(JudgeConfig, {k: v for k, v in spec.items() if v is not None})
     except ConfigError as exc:
         raise ConfigError(f"unrolled judge --judge {args.judge}: {exc}") from None
-    rows = judge_run(args.run_dir, judge)
+    try:
+        rows = judge_run(args.run_dir, judge)
+    except JudgeFailedError as exc:
+        print(f"error: {exc}; nothing was added to {Path(args.run_dir) / 'results.json'}", file=sys.stderr)
+        return 1
     print(winrate_table({"methods": {}, "winrates": rows}))
     print(f"added to {Path(args.run_dir) / 'results.json'} and report.md")
+    failed = sum(r["failures"] for r in rows)
+    if failed:
+        why = "; ".join(f"{m} ({c}×)" for m, c in merge_errors(rows))
+        print(f"warning: {failed} judgments failed (counted, not scored): judge {rows[0]['judge']}: {why}",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -263,9 +261,47 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution, without importing it (None if it is not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_line() -> str:
+    """One line for bug reports: unrolled, Python, torch (and its CUDA), the Hugging Face stack's versions."""
+    import platform
+
+    import torch
+
+    cuda = (
+        f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)"
+        if torch.cuda.is_available()
+        else f"no CUDA device, a {'CUDA ' + torch.version.cuda if torch.version.cuda else 'CPU'} build"
+    )
+    parts = [f"unrolled {package_version('unrolled') or '?'}", f"Python {platform.python_version()}",
+             f"torch {torch.__version__} ({cuda})"]  # fmt: skip
+    for name in ("transformers", "trl", "peft", "accelerate", "datasets"):
+        parts.append(f"{name} {package_version(name) or 'not installed'}")
+    return ", ".join(parts) + f"; {platform.platform()}"
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    print(environment_line())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unrolled", description="Transformers as optimization algorithms.")
+    parser.add_argument("--version", action="version", version=f"unrolled {package_version('unrolled')}")
     sub = parser.add_subparsers(dest="command", required=True)
+    env = sub.add_parser(
+        "env", help="one line of versions (unrolled, Python, torch, CUDA, the HF stack) for bug reports"
+    )
+    env.set_defaults(func=cmd_env)
 
     run = sub.add_parser("run", help="run an experiment config into a run folder")
     run.add_argument(
@@ -286,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="folder for the overlay of several runs (default: runs/overlay)")
     rep.set_defaults(func=cmd_report)
 
-    cfgs = sub.add_parser("configs", help="list the configs under configs/")
+    cfgs = sub.add_parser("configs", help="list the configs (./configs, then the ones shipped with unrolled)")
     cfgs.set_defaults(func=cmd_configs)
 
     conf = sub.add_parser("config", help="show a resolved config, or write the JSON Schema of configs")
@@ -365,6 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, RunFolderError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `unrolled configs | head`: the reader has gone, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         if distributed:
             import gc

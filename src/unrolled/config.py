@@ -14,6 +14,7 @@ the component (``tasks``, ``train``, ``constrained``, ``perturb``).
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -133,7 +134,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``key=value`` overrides (dotted keys; list items by index or by their ``name``).
+    """Apply ``key=value`` overrides (dotted keys; list items by index or by their ``name``, as
+    ``methods.2.lr`` or, the form config errors print, ``methods[2].lr``).
 
     Values are parsed as YAML scalars or flow collections (``train.lr=0.003``, ``seeds=[0,1]``).
     Returns a new dict; the input is not modified.
@@ -147,7 +149,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
-        parts = key.strip().split(".")
+        parts = re.sub(r"\[([^\]]*)\]", r".\1", key.strip()).split(".")
+        if any(not p for p in parts):
+            raise ConfigError(f"--set {key}: empty key part (use a.b.0.c or a.b[0].c)")
         node: Any = data
         for i, part in enumerate(parts[:-1]):
             node = _descend(node, part, ".".join(parts[: i + 1]))

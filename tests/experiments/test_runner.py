@@ -129,7 +129,7 @@ def test_cli_run_and_resume_and_errors(tmp_path, capsys):
     assert main(["run", str(cfg), "--set", "task.d=0", "--out", str(tmp_path / "x")]) == 2
     assert "task.d: must be >= 1" in capsys.readouterr().err
     assert main(["run", str(tmp_path / "missing.yaml")]) == 2
-    assert "no such config" in capsys.readouterr().err
+    assert "config file not found" in capsys.readouterr().err
 
 
 def test_cli_nan_run_stops_and_names_the_step(tmp_path, capsys):
@@ -204,3 +204,14 @@ def test_one_seed_shows_no_spread(tmp_path, capsys):
     assert tables and not any("±" in ln for ln in tables)
     report = (tmp_path / "one" / "report.md").read_text()
     assert "± 0.0" not in report and "one seed" in printed
+
+
+def test_config_names_resolve_from_any_folder(tmp_path, monkeypatch, capsys):
+    from unrolled.cli import main
+    from unrolled.experiments.config import load_config
+
+    monkeypatch.chdir(tmp_path)  # no ./configs here: the shipped configs answer
+    assert load_config("demo", ["seeds=[0]"]).seeds == (0,)
+    assert main(["run", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no such config file or config name" in err and "demo" in err

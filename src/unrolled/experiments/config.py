@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -86,12 +87,51 @@ def parse_config(data: Mapping[str, Any]) -> ExperimentConfig:
     return from_dict(ExperimentConfig, data)
 
 
+def shipped_configs() -> Path:
+    """The folder of the configs that ship inside the package (``unrolled/configs``, package data)."""
+    return Path(str(resources.files("unrolled") / "configs"))
+
+
+def config_dirs() -> list[Path]:
+    """Where config names are looked up: the user's ./configs first, then the configs shipped with the
+    package (so a name works from any folder after any install: editable, wheel or index)."""
+    seen, out = set(), []
+    for d in (Path.cwd() / "configs", shipped_configs()):
+        if d.is_dir() and d.resolve() not in seen:
+            seen.add(d.resolve())
+            out.append(d)
+    return out
+
+
+def available_configs() -> list[str]:
+    """The config names :func:`resolve_config` knows."""
+    return sorted({p.stem for d in config_dirs() for p in d.glob("*.yaml")})
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """A config file from a path, or from a name in :func:`config_dirs` (``demo`` -> configs/demo.yaml)."""
+    p = Path(name_or_path)
+    if p.is_file() or p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
+        return p  # a file (or what is meant as one: loading it says it is missing)
+    for d in config_dirs():
+        for candidate in (d / str(name_or_path), d / f"{name_or_path}.yaml"):
+            if candidate.is_file():
+                return candidate
+    names = ", ".join(available_configs()) or "none found"
+    raise ConfigError(f"{name_or_path}: no such config file or config name (known names: {names})")
+
+
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Load and validate an experiment config from YAML, applying ``key=value`` overrides first.
+
+    Args:
+        path: a YAML file, or the name of a config in ./configs or shipped with the package (``"demo"``).
+        overrides: ``key=value`` strings, as ``--set`` takes them (``methods[0].lr=0.005``).
 
     Raises:
         ConfigError: naming the file and the key (``configs/x.yaml: task.d: must be >= 1, got 0``).
     """
+    path = resolve_config(path)
     data = apply_overrides(load_yaml(path), overrides)
     try:
         return parse_config(data)

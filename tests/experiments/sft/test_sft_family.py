@@ -32,7 +32,7 @@ def tiny_config(model, data, **changes) -> ExperimentConfig:
     return from_dict(ExperimentConfig, cfg)
 
 
-def test_sft_run_trains_tests_generates_and_judges(tmp_path, tiny_chat_model, instruction_file):
+def test_sft_run_trains_tests_generates_and_judges(tmp_path, tiny_chat_model, instruction_file, capsys):
     from unrolled.carriers import minilm_path
 
     try:
@@ -78,6 +78,25 @@ def test_sft_run_trains_tests_generates_and_judges(tmp_path, tiny_chat_model, in
     assert judges == [f"local:{tiny_chat_model}", "reference:all-MiniLM-L6-v2"] and len(after) == 4
     assert f"local:{tiny_chat_model}" in (out / "report.md").read_text()
     assert main(["judge", str(out), "--judge", "openai:gpt"]) == 2  # no --base-url: a config error
+    # an endpoint where nothing listens: every judgment fails; the command says where and why, exits 1, and
+    # leaves results.json as it was
+    before = (out / "results.json").read_text()
+    capsys.readouterr()
+    dead = [
+        "judge",
+        str(out),
+        "--judge",
+        "openai:gpt",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--max-retries",
+        "0",
+    ]
+    assert main(dead) == 1
+    err = capsys.readouterr().err
+    assert "every judgment failed" in err and "openai:gpt@http://127.0.0.1:9/v1" in err
+    assert "refused" in err.lower() or "urlerror" in err.lower()
+    assert (out / "results.json").read_text() == before
 
 
 def test_an_interrupted_sft_run_resumes_with_its_multipliers(tmp_path, tiny_chat_model, instruction_file):

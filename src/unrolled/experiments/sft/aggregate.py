@@ -21,6 +21,15 @@ def _mean(values: Any) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
+def merge_errors(rows: Sequence[dict[str, Any]], most: int = 3) -> list[list[Any]]:
+    """The ``most`` most frequent failure messages over rows' ``errors`` ([message, count] pairs)."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        for message, count in row.get("errors", []):
+            counts[message] = counts.get(message, 0) + count
+    return [[m, c] for m, c in sorted(counts.items(), key=lambda kv: -kv[1])[:most]]
+
+
 def winrate_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (method, γ, judge): the rate and CI of each seed, and their mean (pooled failures)."""
     rows: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
@@ -40,6 +49,7 @@ def winrate_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "wins": sum(c["wins"] for c in comps), "ties": sum(c["ties"] for c in comps),
             "losses": sum(c["losses"] for c in comps), "failures": sum(c["failures"] for c in comps),
             "n": sum(c["n"] for c in comps), "confidence": comps[0]["confidence"],
+            "errors": merge_errors(comps),
         })  # fmt: skip
     return sorted(out, key=lambda r: (r["judge"], r["method"], r["gamma"]))
 

@@ -89,7 +89,8 @@ def compare(
                 )  # fmt: skip
                 full = result.to_dict()
                 items = full.pop("items")
-                rows.append({"method": m.name, "baseline": baseline, "gamma": gamma, **full})
+                rows.append({"method": m.name, "baseline": baseline, "gamma": gamma, **full,
+                             "errors": common_errors(items)})  # fmt: skip
                 if write:
                     safe = judge.name.replace("/", "_").replace(":", "_").replace("@", "_")
                     path = folder / f"{m.name}_vs_{baseline}_gamma{key}_{safe}.json"
@@ -98,6 +99,21 @@ def compare(
                     atomic_write_text(path, text)
                 advance(1)
     return rows
+
+
+class JudgeFailedError(RuntimeError):
+    """Every judgment of a judge failed (an endpoint unreachable, say); the message names it and why."""
+
+
+def common_errors(items: list[dict[str, Any]], most: int = 3) -> list[list[Any]]:
+    """The ``most`` most frequent failure messages of a comparison's items, as [message, count] pairs (the
+    order prefix, "A first: ", dropped)."""
+    counts: dict[str, int] = {}
+    for item in items:
+        for error in item.get("errors", []):
+            message = error.split(": ", 1)[1] if error.startswith(("A first: ", "B first: ")) else error
+            counts[message] = counts.get(message, 0) + 1
+    return [[m, c] for m, c in sorted(counts.items(), key=lambda kv: -kv[1])[:most]]
 
 
 def run_winrate_unit(unit: Unit, data: SFTSeedData, ctx: UnitContext) -> dict[str, Any]:
@@ -120,7 +136,7 @@ def judge_run(run_dir: str | Path, judge: JudgeConfig) -> list[dict[str, Any]]:
     that judge's rows in ``results.json`` (or are added), and the report is rebuilt."""
     from unrolled.experiments.config import load_config
     from unrolled.experiments.reporting import write_report
-    from unrolled.experiments.sft.aggregate import winrate_rows
+    from unrolled.experiments.sft.aggregate import merge_errors, winrate_rows
     from unrolled.train.checkpoint import atomic_write_json, read_json
 
     run_dir = Path(run_dir)
@@ -133,6 +149,12 @@ def judge_run(run_dir: str | Path, judge: JudgeConfig) -> list[dict[str, Any]]:
         data = SFTSeedData(cfg.task, seed)
         records.append({"comparisons": compare(cfg, data, run_dir, seed, (judge,))})
     new = winrate_rows(records)
+    failed, total = sum(r["failures"] for r in new), sum(r["n"] for r in new)
+    if total and failed == total:  # nothing was judged: say why, and leave results.json as it was
+        why = "; ".join(f"{m} ({c}×)" for m, c in merge_errors(new))
+        raise JudgeFailedError(
+            f"every judgment failed ({failed} of {total} items): judge {new[0]['judge']}: {why}"
+        )
     names = {row["judge"] for row in new}
     results["winrates"] = [r for r in results.get("winrates", []) if r["judge"] not in names] + new
     atomic_write_json(run_dir / "results.json", results)
