@@ -37,6 +37,7 @@ CONFIGS = [
     "lfom_vs_cg",
     "memformer_depth",
     "memformer_constrained_shift",
+    "memformer_scale_free_shift",
 ]
 TARGET_SECONDS = 20 * 60
 

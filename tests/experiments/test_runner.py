@@ -78,6 +78,24 @@ def test_resume_refuses_a_different_config(tmp_path):
         run_experiment(tiny(seeds=[0], **{"train.lr": 0.02}), tmp_path / "r", resume=True, progress=False)
 
 
+def test_resume_accepts_a_run_written_before_a_field_was_added(tmp_path):
+    """A config.yaml without a field added since (here train.report_to, at its default) is the same config."""
+    cfg = tiny(seeds=[0], **{"train.steps": 20})
+    run_experiment(cfg, tmp_path / "r", progress=False)
+    path = tmp_path / "r" / "config.yaml"
+    old = yaml.safe_load(path.read_text())
+    del old["train"]["report_to"]
+    atomic_write_text(path, yaml.safe_dump(old, sort_keys=False))
+    (tmp_path / "r" / "results.json").unlink()
+    messages = []
+    run_experiment(cfg, tmp_path / "r", resume=True, progress=False, log=messages.append)
+    assert any("already done" in m for m in messages)
+    old["train"]["lr"] = 0.5  # but not one that differs in a value
+    atomic_write_text(path, yaml.safe_dump(old, sort_keys=False))
+    with pytest.raises(RunFolderError, match="differs from the config given"):
+        run_experiment(cfg, tmp_path / "r", resume=True, progress=False)
+
+
 def test_parallel_workers_give_the_same_results(tmp_path):
     cfg = tiny(seeds=[0], **{"train.steps": 20})
     one = run_experiment(cfg, tmp_path / "one", progress=False)

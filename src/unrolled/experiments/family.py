@@ -92,6 +92,11 @@ class UnitContext:
         with self._metrics.open("a") as f:  # one write per line: safe to share between workers
             f.write(json.dumps(line) + "\n")
 
+    @property
+    def log_dir(self) -> Path:
+        """Where this unit's TensorBoard / W&B files go when ``train.report_to`` asks: ``runs/<unit key>``."""
+        return self.out / "runs" / self.unit.key
+
     def checkpoint_of(self, unit: Unit) -> Path:
         """The checkpoint file of another unit of the same run (e.g. a trained expert)."""
         return self.out / "checkpoints" / f"{unit.key}.pt"

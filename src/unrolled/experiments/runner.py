@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from tqdm.auto import tqdm
 
-from unrolled.experiments.config import ExperimentConfig, dump_config
+from unrolled.experiments.config import ExperimentConfig, dump_config, parse_config
 from unrolled.experiments.family import ExperimentFamily, Unit, UnitContext
 from unrolled.experiments.registry import get_family
 from unrolled.experiments.workers import RunFolderError, barrier, on_rank0_then_share, run_in_pool
@@ -92,7 +93,7 @@ class Runner:
                     f"{self.out} already holds a run; pass --resume to continue it, or choose another --out"
                 )
             old = cfg_file.read_text()
-            if old != text:
+            if old != text and not _same_config(old, self.cfg):
                 raise RunFolderError(
                     f"{cfg_file} differs from the config given ({_first_difference(old, text)}); "
                     "resume with the same config, or choose another --out"
@@ -215,6 +216,16 @@ def run_experiment(
     """Run ``cfg`` into ``out_dir`` (see :class:`Runner`); returns the aggregated results."""
     runner = Runner(cfg, out_dir, resume=resume, progress=progress, on_step=on_step, log=log, workers=workers)
     return runner.run()
+
+
+def _same_config(old_text: str, cfg: ExperimentConfig) -> bool:
+    """Whether a run folder's ``config.yaml`` means ``cfg``, read by today's code: a run written before a
+    field was added (and so without it) resumes when the new field is at its default."""
+    try:
+        old = parse_config(yaml.safe_load(old_text))
+    except Exception:  # an old file today's code rejects is a different config; the caller says where
+        return False
+    return old == cfg
 
 
 def _first_difference(a: str, b: str) -> str:

@@ -14,6 +14,18 @@ the updates are combined across layers (the memory):
 The 1/n of the paper's update is inside attn. Γ_j is a ``[n+1, d+1]`` mask, one per layer, reused by later
 layers; with B = 0 only its label column matters (per-token weights on the label update).
 
+**Scale equivariance** (``normalize=True``, every model here). Scaling a prompt's inputs by c multiplies the
+curvature of R(w) by c², so a step learned at one input variance overshoots at another. With ``normalize``
+the model divides every input (context and query) by the context's RMS entry
+r = ((1/(n d)) Σ_{j≤n} ‖x_j‖²)^{1/2}, computed once per prompt in O(n d); layer l then computes attn_l on
+x / r, which for B = 0 is the attention scaled by the context's empirical second moment s = r²:
+Δy_i = −(1/(n s)) x_iᵀ A Σ_j x_j y_j. The normalised inputs are the same for x and c·x, and every model here
+is linear in the labels (the x-part never depends on y, the label updates are linear in y, the memories
+are linear combinations with learned constant coefficients), so the prediction of every layer on
+(c·x, c′·y) is exactly c′ times its prediction on (x, y): a method learned at one variance is exactly as good
+at every other (docs/MODELS.md). It cannot help with a change of shape (another covariance's eigenvalue
+spread, a mixture) rather than of scale.
+
 Inside ``forward`` the layers run in a batch-last layout ``[n+1, d+1, B]`` (see
 :meth:`LinearAttention.forward_batch_last`) when B = 0, where a layer's work is elementwise over the batch,
 and batch-first ``[B, n+1, d+1]`` when B is free (GD++), where it is batched matrix products
@@ -54,6 +66,19 @@ def as_tokens(inputs: RegressionBatch | Tensor, d: int | None = None, n: int | N
     return Z
 
 
+def prompt_scale(Z: Tensor) -> Tensor:
+    """The context's RMS input entry r = ((1/(n d)) Σ_{j≤n} ‖x_j‖²)^{1/2}: ``[B, n+1, d+1] -> [B]``."""
+    return Z[:, :-1, :-1].square().mean(dim=(1, 2)).sqrt()
+
+
+def normalize_prompt(Z: Tensor) -> Tensor:
+    """Tokens with every input divided by :func:`prompt_scale` (labels untouched): ``[B, n+1, d+1]``.
+
+    A prompt whose context inputs are all zero is left as it is (r is clamped away from 0)."""
+    r = prompt_scale(Z).clamp_min(torch.finfo(Z.dtype).tiny)
+    return torch.cat([Z[..., :-1] / r[:, None, None], Z[..., -1:]], dim=-1)
+
+
 class LinearTransformer(nn.Module):
     """L layers of linear attention with residual connections (Ahn et al. 2023).
 
@@ -63,6 +88,8 @@ class LinearTransformer(nn.Module):
         layers: depth L >= 1.
         heads, A, B, init_std, fixed_scale, attention: see :class:`LinearAttention`.
         generator: random generator for the initialisation.
+        normalize: divide the inputs by the context's RMS entry first (:func:`normalize_prompt`): the model
+            becomes equivariant to x → c·x, y → c′·y (module docstring). Off: the model of the papers.
     """
 
     def __init__(
@@ -77,8 +104,10 @@ class LinearTransformer(nn.Module):
         fixed_scale: float = 1.0,
         attention: AttentionForm = "reassociated",
         generator: torch.Generator | None = None,
+        normalize: bool = False,
     ) -> None:
         super().__init__()
+        self.normalize = normalize
         if layers < 1:
             raise ValueError(f"a model needs at least one layer, got layers={layers}")
         self.d, self.n, self.depth = d, n, layers
@@ -134,6 +163,8 @@ class LinearTransformer(nn.Module):
         (``[n+1, B]``) and the full token states are assembled for the trajectory.
         """
         Z = as_tokens(inputs, self.d, self.n)
+        if self.normalize:
+            Z = normalize_prompt(Z)
         states = [Z]
         Zt = None if self.batch_first else Z.permute(1, 2, 0).contiguous()  # batch-last  [n+1, d+1, B]
         if self.label_only:

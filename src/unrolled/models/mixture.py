@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from unrolled.models.memformer import LinearTransformer, as_tokens, query_readout
+from unrolled.models.memformer import LinearTransformer, as_tokens, normalize_prompt, query_readout
 from unrolled.tasks.regression import RegressionBatch
 from unrolled.trajectory import Trajectory
 
@@ -34,7 +34,8 @@ class MixtureOfExperts(nn.Module):
     """Experts' layer updates mixed by gates shared across layers.
 
     Args:
-        experts: H models of the same d, n and depth (their parameters are kept, not copied).
+        experts: H models of the same d, n and depth (their parameters are kept, not copied), all with
+            ``normalize`` or all without (the mixture then normalizes the prompt once, as they would).
         gate: ``linear`` (g = θ) or ``softmax`` (g = softmax(θ)).
         gate_init: θ's initial value, one number or one per expert ``[H]``; default 0 (linear gates
             then start at the zero update, softmax gates at equal weights).
@@ -54,6 +55,8 @@ class MixtureOfExperts(nn.Module):
         shapes = {(e.d, e.n, e.depth) for e in experts}
         if len(shapes) > 1:
             raise ValueError(f"experts must share d, n and depth; got (d, n, depth) = {sorted(shapes)}")
+        if len({e.normalize for e in experts}) > 1:
+            raise ValueError("experts must all normalize their prompts or none (they share the token states)")
         self.experts = nn.ModuleList(experts)
         self.d, self.n, self.depth = experts[0].d, experts[0].n, experts[0].depth
         # one token layout for every expert (their updates are summed): batch-first if any has B free
@@ -80,6 +83,8 @@ class MixtureOfExperts(nn.Module):
     def forward(self, inputs: RegressionBatch | Tensor) -> Trajectory:
         """Run the mixture on prompts ``[B, n+1, d+1]``; returns the L + 1 token states."""
         Z = as_tokens(inputs, self.d, self.n)
+        if self.experts[0].normalize:  # the experts agree (see __init__)
+            Z = normalize_prompt(Z)
         g = self.gates()
         states = [Z]
         batch_first = self.experts[0].batch_first  # the experts share one layout (see __init__)

@@ -10,6 +10,8 @@ from unrolled.config import ConfigModel, Float, Int
 
 PositiveInt = Annotated[Int, Field(ge=1)]
 Beta = Annotated[Float, Field(ge=0, lt=1)]
+ReportTo = Literal["none", "tensorboard", "wandb"] | list[Literal["tensorboard", "wandb"]]
+"""``report_to``: ``"none"``, one writer, or a list of them (:mod:`unrolled.train.tracking`)."""
 
 
 class ScheduleConfig(ConfigModel):
@@ -28,6 +30,9 @@ class TrainConfig(ConfigModel):
       * ``fixed_batch``: one batch of ``batch_size`` prompts drawn once and used for every step (the
         protocol that produced the published Memformer figures).
     ``clip`` bounds the gradient norm of each parameter tensor separately (per matrix), as in the paper.
+    ``report_to``: where the logs go besides ``metrics.jsonl`` (:mod:`unrolled.train.tracking`):
+    ``tensorboard`` (the ``tensorboard`` extra) and/or ``wandb`` (when installed); ``"none"`` (default) or
+    ``[]``: nowhere else. The Hugging Face families take the same setting.
     """
 
     protocol: Literal["online", "fixed_batch"] = "online"
@@ -42,3 +47,4 @@ class TrainConfig(ConfigModel):
     schedule: ScheduleConfig = ScheduleConfig()
     log_every: PositiveInt = 10
     checkpoint_every: PositiveInt = 200
+    report_to: ReportTo = "none"

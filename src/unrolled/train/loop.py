@@ -32,6 +32,7 @@ from unrolled.constrained.objective import Objective
 from unrolled.tasks.regression import RegressionBatch, RegressionTask
 from unrolled.train.checkpoint import load_checkpoint, save_checkpoint
 from unrolled.train.config import TrainConfig
+from unrolled.train.tracking import Tracker
 from unrolled.trajectory import Trajectory, squared_error
 
 
@@ -187,6 +188,7 @@ def train(
     on_log: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     where: str = "",
+    log_dir: str | Path | None = None,
 ) -> TrainResult:
     """Fit ``model`` on batches from ``stream``; resume from ``checkpoint`` if that file exists.
 
@@ -202,6 +204,8 @@ def train(
             (layerwise losses, slacks, multipliers when constrained); rank 0 only.
         on_step: called with the step number after every step (progress bars, interrupt tests).
         where: a label for error messages (e.g. the method, seed and depth).
+        log_dir: where ``cfg.report_to``'s writers log (TensorBoard event files); default
+            ``runs/<date-time>`` in the working folder, as the Hugging Face Trainer's ``logging_dir``.
 
     Raises:
         NonFiniteLossError: the loss or a gradient is NaN/inf; names the step. No checkpoint is written
@@ -251,41 +255,57 @@ def train(
 
     label = f" ({where})" if where else ""
     loss_value, info = float("nan"), {}
-    net.train()
-    for step in range(start + 1, cfg.steps + 1):
-        inputs, target = stream.next()
-        optimizer.zero_grad(set_to_none=True)
-        trajectory = net(inputs)
-        loss, info = objective.loss(trajectory, target)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(
-                f"training loss is {loss_value} at step {step}{label}; stopped, the last good checkpoint "
-                f"(step {_last_saved(step, cfg, start)}) is kept. Try a smaller train.lr or set train.clip."
+    tracker = Tracker(
+        cfg.report_to if rank == 0 else None,
+        log_dir if log_dir is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S"),
+        run_name=where,
+        config=cfg.model_dump(),
+    )
+    on_log = tracker.wrap(on_log)
+    try:
+        net.train()
+        for step in range(start + 1, cfg.steps + 1):
+            inputs, target = stream.next()
+            optimizer.zero_grad(set_to_none=True)
+            trajectory = net(inputs)
+            loss, info = objective.loss(trajectory, target)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"training loss is {loss_value} at step {step}{label}; stopped, the last good checkpoint "
+                    f"(step {_last_saved(step, cfg, start)}) is kept. Try a smaller train.lr or set train.clip."
+                )
+            loss.backward()
+            bad = [
+                name
+                for name, p in model.named_parameters()
+                if p.grad is not None and not p.grad.isfinite().all()
+            ]
+            if bad:
+                raise NonFiniteLossError(
+                    f"non-finite gradient of {', '.join(bad)} at step {step}{label}; stopped, the last good "
+                    f"checkpoint (step {_last_saved(step, cfg, start)}) is kept."
+                )
+            if cfg.clip is not None:
+                clip_per_matrix(params, cfg.clip)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            dual = objective.after_step(
+                step, (lambda: heldout_slack(model)) if heldout_slack is not None else None
             )
-        loss.backward()
-        bad = [
-            name for name, p in model.named_parameters() if p.grad is not None and not p.grad.isfinite().all()
-        ]
-        if bad:
-            raise NonFiniteLossError(
-                f"non-finite gradient of {', '.join(bad)} at step {step}{label}; stopped, the last good "
-                f"checkpoint (step {_last_saved(step, cfg, start)}) is kept."
-            )
-        if cfg.clip is not None:
-            clip_per_matrix(params, cfg.clip)
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        dual = objective.after_step(
-            step, (lambda: heldout_slack(model)) if heldout_slack is not None else None
-        )
-        if on_log is not None and rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps or step == 1):
-            on_log({"step": step, "loss": loss_value, "lr": lr, **info, **dual})
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save(step)
-        if on_step is not None:
-            on_step(step)
+            if (
+                on_log is not None
+                and rank == 0
+                and (step % cfg.log_every == 0 or step == cfg.steps or step == 1)
+            ):
+                on_log({"step": step, "loss": loss_value, "lr": lr, **info, **dual})
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save(step)
+            if on_step is not None:
+                on_step(step)
+    finally:
+        tracker.close()
     net.eval()
     return TrainResult(cfg.steps, loss_value, start, time.perf_counter() - t0, info)
 

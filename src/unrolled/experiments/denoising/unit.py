@@ -133,6 +133,7 @@ def run_unit(unit: Unit, data: DenoisingData, ctx: UnitContext) -> dict[str, Any
         result = train(
             model, stream, train_cfg, objective=objective, checkpoint=ctx.checkpoint, heldout_slack=heldout,
             on_log=ctx.log_metrics, on_step=ctx.on_step, where=f"method {method.name}, seed {unit.seed}",
+            log_dir=ctx.log_dir,
         )  # fmt: skip
     finally:
         if noise is not None:

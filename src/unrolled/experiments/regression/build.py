@@ -27,6 +27,7 @@ def build_model(method: LearnedMethod, d: int, n: int, depth: int, generator: to
         fixed_scale=method.fixed_scale,
         attention=method.attention,
         generator=generator,
+        normalize=method.normalize,
     )
     if method.kind == "linear_transformer":
         return LinearTransformer(**common)
@@ -61,4 +62,6 @@ def build_classical(
 def mixture_expert(m: MixtureMethod, variance: float) -> LearnedMethod:
     """The expert of ``m`` for ``variance``, named by its architecture so mixtures can share it."""
     spec = f"{m.expert_kind}_A{m.A}_B{m.B}_h{m.heads}_std{m.init_std:g}_g{m.gamma_init:g}"
+    if m.normalize:
+        spec += "_normalized"
     return m.expert(variance).model_copy(update={"name": f"expert_{spec}_var{variance:g}"})

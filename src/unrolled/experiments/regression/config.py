@@ -34,6 +34,8 @@ class LearnedMethod(ConfigModel):
         (1/2n)‖Xw − y‖² (``lfom_objective: mean``) or ½‖Xw − y‖² (``sum``).
 
     ``constraints`` trains the model under layerwise descent constraints (primal-dual) instead of ERM.
+    ``normalize`` divides each prompt's inputs by its context's RMS entry first, which makes the transformer
+    kinds equivariant to a change of scale (docs/MODELS.md; not for ``lfom``).
     ``batch_size`` overrides ``train.batch_size`` for this method (e.g. to compare training batch sizes).
     """
 
@@ -57,12 +59,18 @@ class LearnedMethod(ConfigModel):
     lfom_objective: Literal["mean", "sum"] = "mean"
     batch_size: PositiveInt | None = None
     constraints: ConstraintConfig | None = None
+    normalize: Bool = False
     label: Str | None = None
 
     @model_validator(mode="after")
     def _recurrent_is_scalar(self) -> LearnedMethod:
         if self.kind == "memformer_recurrent":
             check(self.A == "scalar", "A", "memformer_recurrent uses A_l = a_l I: set A: scalar")
+        check(
+            not (self.normalize and self.kind == "lfom"),
+            "normalize",
+            "normalize applies to the transformer kinds; an lfom has no attention to normalize",
+        )
         return self
 
 
@@ -76,7 +84,8 @@ class MixtureMethod(ConfigModel):
     as the published code, or ``softmax``, as the paper's text) is fit — alone, or with the experts' Γ
     (``adapt: gates_and_gamma``) — for ``adapt_steps`` Adam steps at ``adapt_lr`` on one batch of
     ``adapt_size`` prompts from that distribution; the mixture is then scored on that batch (in-sample)
-    and on fresh prompts of the same distribution.
+    and on fresh prompts of the same distribution. ``normalize``: scale-equivariant experts (see
+    :class:`LearnedMethod`).
     """
 
     name: Str
@@ -96,6 +105,7 @@ class MixtureMethod(ConfigModel):
     adapt_steps: PositiveInt = 500
     adapt_lr: Positive = 0.01
     adapt_size: PositiveInt = 1000
+    normalize: Bool = False
     label: Str | None = None
 
     MESSAGES: ClassVar[dict[tuple[str, str], str]] = {
@@ -122,6 +132,7 @@ class MixtureMethod(ConfigModel):
             heads=self.heads,
             init_std=self.init_std,
             gamma_init=self.gamma_init,
+            normalize=self.normalize,
         )
 
 

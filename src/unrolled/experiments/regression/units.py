@@ -125,6 +125,7 @@ def run_learned(unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
         on_log=ctx.log_metrics,
         on_step=ctx.on_step,
         where=where,
+        log_dir=ctx.log_dir,
     )
     record: dict[str, Any] = {
         "method": method.name,
@@ -205,6 +206,7 @@ def run_mixture(unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
                 device=ctx.device,
                 on_step=ctx.on_step,
                 where=f"adapting {m.name} to {name}, seed {unit.seed}, depth {unit.depth}",
+                log_dir=ctx.log_dir / f"adapt-{name}",
             )
         except NonFiniteLossError as exc:  # the experts blow up on this distribution: record, go on
             none: list[float | None] = [None] * (unit.depth + 1)

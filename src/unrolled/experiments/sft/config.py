@@ -11,6 +11,7 @@ from unrolled.constrained.config import ConstraintConfig, EarlyExitConfig
 from unrolled.experiments.config import ExperimentConfig
 from unrolled.perturb import PerturbationConfig
 from unrolled.tasks.instruct.data import InstructDataConfig
+from unrolled.train.config import ReportTo
 from unrolled.validation import check
 
 PositiveInt = Annotated[Int, Field(ge=1)]
@@ -118,6 +119,7 @@ class SFTTrainConfig(ConfigModel):
     readout_chunk_tokens: PositiveInt = 1024
     log_every: PositiveInt = 10
     checkpoint_every: PositiveInt = 50
+    report_to: ReportTo = "none"
 
 
 class SFTPerturbationConfig(PerturbationConfig):

@@ -11,6 +11,7 @@ from unrolled.constrained.config import ConstraintConfig, EarlyExitConfig
 from unrolled.experiments.config import ExperimentConfig
 from unrolled.perturb import PerturbationConfig
 from unrolled.tasks.text.config import TextDataConfig
+from unrolled.train.config import ReportTo
 from unrolled.validation import check
 
 PositiveInt = Annotated[Int, Field(ge=1)]
@@ -112,6 +113,7 @@ class HFTrainConfig(ConfigModel):
     max_grad_norm: Positive = 1.0
     log_every: PositiveInt = 10
     checkpoint_every: PositiveInt = 50
+    report_to: ReportTo = "none"
 
 
 class TextExperiment(ExperimentConfig):
