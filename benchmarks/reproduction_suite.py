@@ -87,11 +87,14 @@ def main() -> None:
 
     timings: dict[str, dict[str, float]] = {}
     runs: dict[str, dict[str, dict]] = {}
+    resumed: list[str] = []  # runs that already had finished units: their time is not a measurement
     for protocol in args.protocols:
         t_protocol = time.perf_counter()
         for name in args.configs:
             cfg = load_config(ROOT / "configs" / f"{name}.yaml", [f"train.protocol={protocol}"])
             out = Path(args.out) / protocol / name
+            if (out / "units").is_dir():
+                resumed.append(f"{protocol}/{name}")
             t0 = time.perf_counter()
             results = run_experiment(cfg, out, resume=True, workers=args.workers, log=print)
             seconds = time.perf_counter() - t0
@@ -111,6 +114,7 @@ def main() -> None:
         "seconds": timings,
         "passed": {p: t["total"] <= TARGET_SECONDS for p, t in timings.items()},
         "note": "wall-clock seconds; a config already finished in --out counts only the time to re-report it",
+        "resumed": resumed,
         "workers": args.workers,
         "configs": args.configs,
         "seeds": 5,

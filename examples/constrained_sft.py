@@ -15,11 +15,12 @@ import copy
 from pathlib import Path
 
 import torch
-from _tiny import tiny_llama
+from _tiny import save_figure, tiny_llama
 from datasets import Dataset
 from peft import LoraConfig
 from trl import SFTConfig, SFTTrainer
 
+from unrolled.report import pyplot
 from unrolled.train.sft import ConstrainedSFTConfig, ConstrainedSFTTrainer  # was: from trl import ...
 
 
@@ -50,9 +51,11 @@ def main() -> None:
         if args.quick
         else LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
     )
+    # TRL's SFTConfig turns on bf16 and activation checkpointing by default: on a CPU without bf16 matrix units
+    # both only cost time, so they are off here
     common = dict(max_steps=4 if args.quick else 8, per_device_train_batch_size=4 if args.quick else 8,
                   learning_rate=1e-3 if args.quick else 3e-4, logging_steps=1, save_strategy="no", report_to="none",
-                  use_cpu=True, seed=0, disable_tqdm=True)  # fmt: skip
+                  use_cpu=True, bf16=False, activation_checkpointing=False, seed=0, disable_tqdm=True)  # fmt: skip
 
     plain = SFTTrainer(model=copy.deepcopy(model), args=SFTConfig(output_dir=str(Path(args.out) / "sft"), **common),
                        train_dataset=data, processing_class=tokenizer, peft_config=lora)  # fmt: skip
@@ -90,6 +93,25 @@ def main() -> None:
             f"{logs[-1]['mean_token_accuracy']:.3f}{extra}"
         )
     assert any(k.startswith("multiplier/") for k in ours.state.log_history[-2]), "the multipliers are logged"
+
+    plt = pyplot()
+    if plt is None:
+        print("(no figure: pip install 'unrolled[plot]')")
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name, trainer in (("SFTTrainer", plain), ("ConstrainedSFTTrainer", ours)):
+        logs = [h for h in trainer.state.log_history if "loss" in h]
+        left.plot([h["step"] for h in logs], [h["mean_token_accuracy"] for h in logs], marker="o", label=name)
+    logged = [h for h in ours.state.log_history if any(k.startswith("layer_loss/") for k in h)]
+    for h, style in ((logged[0], ":"), (logged[-1], "-")):
+        layers = sorted((int(k.split("/")[1]), v) for k, v in h.items() if k.startswith("layer_loss/"))
+        right.plot(*zip(*layers, strict=True), style, marker=".", label=f"step {h['step']}")
+    left.set(xlabel="step", ylabel="token accuracy (training batch)", title="drop-in for SFTTrainer")
+    right.set(
+        xlabel="layer (logit lens)", ylabel="loss", yscale="log", title="ConstrainedSFTTrainer, every layer"
+    )
+    left.legend(), right.legend()
+    save_figure(fig, args.out, "constrained_sft.png")
 
 
 if __name__ == "__main__":
