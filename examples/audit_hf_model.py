@@ -7,7 +7,7 @@ tensor). This is the first step before constraining a pretrained model (docs/CON
 already descend, and which go up?
 
     python examples/audit_hf_model.py            # SmolLM2-135M-Instruct on chatterbot dialogs (run
-                                                 # `unrolled convert smollm2` once first); under a minute
+                                                 # `unrolled convert smollm2` once first); about a minute
     python examples/audit_hf_model.py --quick    # a tiny Llama built in-process (CI)
 """
 

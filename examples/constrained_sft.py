@@ -6,7 +6,7 @@ layers the objective needs. With every multiplier at zero its gradient is ``SFTT
 script checks exactly that on one batch, then fine-tunes with both and prints what each logged.
 
     python examples/constrained_sft.py            # SmolLM2-135M-Instruct, LoRA, chatterbot pairs (run
-                                                  # `unrolled convert smollm2` once first); 3-5 minutes
+                                                  # `unrolled convert smollm2` once first); ~3 minutes
     python examples/constrained_sft.py --quick    # a tiny Llama built in-process (CI)
 """
 

@@ -6,7 +6,7 @@ layer, read out as it is), it takes the library's objectives unchanged: ERM on t
 descent constraints ‖x_t − x*‖² ≤ (1 − α) ‖x_{t−1} − x*‖² learned by primal-dual training. Both are compared
 layer by layer with ISTA's own iterates on held-out problems.
 
-    python examples/lista_descent.py            # about a minute on 2 cores
+    python examples/lista_descent.py            # about 25 s on 2 cores
     python examples/lista_descent.py --quick    # seconds (CI)
 """
 

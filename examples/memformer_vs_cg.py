@@ -5,7 +5,7 @@ non-isotropic prompts (d = 5, n = 20). Conjugate gradient is the classical metho
 solvers that return a trajectory, so one call gives the loss after every layer or every CG step, on the
 same held-out prompts.
 
-    python examples/memformer_vs_cg.py            # about a minute on 2 cores
+    python examples/memformer_vs_cg.py            # about 25 s on 2 cores
     python examples/memformer_vs_cg.py --quick    # seconds (CI)
 """
 

@@ -5,7 +5,7 @@ time the data's variance is 3.5, which none of them saw. The mixture runs the ex
 their layer updates with one gate per expert; adaptation freezes the experts and fits only the three gates on
 one batch of shifted prompts. We score on fresh shifted prompts, against each expert alone.
 
-    python examples/moe_adaptation.py            # about 2 minutes on 2 cores
+    python examples/moe_adaptation.py            # about 30 s on 2 cores
     python examples/moe_adaptation.py --quick    # seconds (CI)
 """
 
