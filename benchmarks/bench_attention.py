@@ -29,6 +29,11 @@ The physical limit: each case also records the floating-point operations of a tr
 efficient implementation of both forms would show), and the achieved GFLOP/s against the machine's
 measured float32 matmul GFLOP/s (a 1024² × 1024² product on the same threads).
 
+Compiled steps (``train.compile``, ``benchmarks/_compiled.py``): for the linear transformer (B = 0) and the
+LFOM Memformer at (d, n, B) = (5, 20, 1000) and (20, 200, 1000), re-associated form, eager ERM, compiled
+ERM, eager constrained (every λ > 0, α = 0.1) and compiled constrained, with the compile cost and each
+step's share of the matmul peak (matrix-product FLOPs counted by FlopCounterMode). ``--compile off`` skips.
+
 Run from the repository root: ``python benchmarks/bench_attention.py`` (``--quick`` for fewer repeats).
 Writes ``benchmarks/results/bench_attention.json``.
 """
@@ -46,6 +51,7 @@ from typing import Any
 
 import torch
 
+from _compiled import compiled_comparison, matmul_peak_gflops, print_comparison
 from _harness import (
     RESULTS_DIR,
     environment,
@@ -58,14 +64,16 @@ from _harness import (
     table,
     write_json,
 )
+from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, Objective
 from unrolled.experiments.regression import LearnedMethod, build_model
 from unrolled.tasks import RegressionTask
 from unrolled.tasks.regression import RegressionConfig
 from unrolled.train.loop import final_layer_mse
+from unrolled.trajectory import squared_error
 
 #: The code whose speed this benchmark measures (recorded as hashes; see _harness.provenance).
 MEASURED = ("unrolled.models.linear_attention", "unrolled.models.memformer", "unrolled.trajectory",
-            "unrolled.train.loop")  # fmt: skip
+            "unrolled.train.loop", "unrolled.train.compiled", "unrolled.constrained")  # fmt: skip
 FORMS = ("reassociated", "direct")
 CHECK_RTOL = 1e-4
 SMALLEST_MIN_RATIO = 1.0
@@ -167,18 +175,33 @@ def step_flops(spec: ModelSpec, size: Size, depth: int, form: str, heads: int = 
     return 3.0 * depth * size.batch * per_prompt
 
 
-def matmul_peak_gflops(device: str, sync: Any, size: int = 1024, repeats: int = 10) -> float:
-    """The machine's float32 matmul throughput on the current threads: best of ``repeats`` products."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    best = math.inf
-    for _ in range(repeats + 2):
-        sync()
-        t0 = time.perf_counter()
-        a @ b
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best / 1e9
+COMPILED_SIZES = (Size(5, 20, 1000), Size(20, 200, 1000))
+COMPILED_MODELS = (MODELS[0], MODELS[2])
+
+
+def compiled_cases(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Eager vs compiled ERM and constrained steps (module docstring), re-associated form."""
+
+    def constrained() -> Objective:
+        objective = ConstrainedObjective(DescentConstraints(0.1), Multipliers(args.depth, 1.0), squared_error)
+        objective.multipliers.value.fill_(0.5)  # every readout back-propagated
+        return objective
+
+    out = []
+    for size in COMPILED_SIZES:
+        task = RegressionTask(RegressionConfig(d=size.d, n=size.n, covariance="isotropic"), seed=0)
+        batch = task.sample(size.batch, torch.Generator().manual_seed(0)).to(device=args.device)
+        for spec in COMPILED_MODELS:
+            print(f"  compiled: (d={size.d}, n={size.n}, B={size.batch}) {spec.label} ...", flush=True)
+            result = compiled_comparison(
+                lambda spec=spec, size=size: build(spec, "reassociated", size, args.depth, args.device),
+                {"erm": lambda: Objective(squared_error), "constrained": constrained},
+                batch, batch.y_query, lr=LR, repeats=max(args.repeats, 5), device=args.device,
+                mode=args.compile, peak_gflops=args.peak_gflops,
+            )  # fmt: skip
+            print_comparison(f"{spec.label}, (d, n, B) = ({size.d}, {size.n}, {size.batch})", result)
+            out.append({"model": spec.label, **asdict(size), **result})
+    return out
 
 
 def peak_rss_mib() -> float:
@@ -257,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as the CLI runs)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR / "bench_attention.json", help="JSON output path")
     p.add_argument("--quick", action="store_true", help="fewer repeats and warm-up, shorter repeats")
+    p.add_argument(
+        "--compile", default="default",
+        help="torch.compile mode of the compiled rows (default, reduce-overhead, max-autotune), or off",
+    )  # fmt: skip
     args = p.parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 7)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
@@ -269,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     args.device = resolve_device(args.device)
     sync = synchronizer(args.device)
 
-    args.peak_gflops = matmul_peak_gflops(args.device, sync)
+    args.peak_gflops = matmul_peak_gflops(args.device)
     print(f"  float32 matmul peak on {torch.get_num_threads()} thread(s): {args.peak_gflops:.1f} GFLOP/s")
     t_start = time.perf_counter()
     cases: list[dict[str, Any]] = []
@@ -278,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  (d={size.d}, n={size.n}, B={size.batch}) {spec.label} ...", flush=True)
             cases.append(run_case(spec, size, args, sync))
             print(f"    done in {cases[-1]['case_seconds']:.1f} s", flush=True)
+
+    compiled = compiled_cases(args) if args.compile != "off" else []
 
     smallest, largest = SIZES[0], SIZES[-1]
     small = [c for c in cases if (c["d"], c["n"]) == (smallest.d, smallest.n)]
@@ -396,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         "provenance": provenance(__file__, MEASURED),
         "matmul_peak_gflops": args.peak_gflops,
         "cases": cases,
+        "compiled": compiled,
+        "compiled_no_slower": all(r <= 1.0 for c in compiled for r in c["compiled_over_eager"].values()),
         "by_model": by_model,
         "passed_smallest": passed_small,
         "passed_largest": passed_large,

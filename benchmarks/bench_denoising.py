@@ -24,10 +24,16 @@ UT method, its clip size and batch size):
    DUST (64 wide, 6 layers, 4 heads; DUST with its configured (1, 8, 8) patches), side by side on the same
    batch, as ratios to the UT's ERM step.
 
-Targets (issue 12): constrained (λ > 0, exact) ≤ 1.20× the ERM step time at ≤ 1.10× its memory; the loader
-≥ 5× what training consumes. Writes ``benchmarks/results/bench_denoising.json``.
+4. Compiled steps (``train.compile``, ``benchmarks/_compiled.py``): for the UT, ViT and DUST of 3., eager
+   ERM, compiled ERM, eager constrained (λ > 0, Gram form) and compiled constrained on the same batch, with
+   the one-time compile cost, the steps after which compiling pays off and each step's share of the
+   machine's float32 matmul peak.
 
-    python benchmarks/bench_denoising.py [--repeats 15] [--threads 1]
+Targets (issue 12): constrained (λ > 0, exact) ≤ 1.20× the ERM step time at ≤ 1.10× its memory; the loader
+≥ 5× what training consumes. Issue 19: the compiled constrained UT step ≤ 1.15× the compiled ERM step, and
+no compiled step slower than its eager one. Writes ``benchmarks/results/bench_denoising.json``.
+
+    python benchmarks/bench_denoising.py [--repeats 15] [--threads 1] [--compile default|reduce-overhead|off]
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from pathlib import Path
 
 import torch
 
+from _compiled import compiled_comparison, matmul_peak_gflops, print_comparison
 from _harness import compare_steps, print_ratios, provenance
 from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, Objective
 from unrolled.experiments import load_config
@@ -56,7 +63,7 @@ CONFIG = ROOT / "configs" / "denoise_constrained_vs_erm.yaml"
 MEASURED = (
     "unrolled.models.denoisers", "unrolled.models.dust", "unrolled.models.unrolled_transformer",
     "unrolled.constrained", "unrolled.trajectory", "unrolled.perturb", "unrolled.experiments.denoising.data",
-    "unrolled.tasks.video.clips",
+    "unrolled.tasks.video.clips", "unrolled.train.compiled",
 )  # fmt: skip
 
 
@@ -72,6 +79,10 @@ def main() -> None:
         "--data", choices=["videos", "random"], default="videos",
         help="the config's real clips (needs the video extra and data), or random clips of their size "
         "(step times only; no loader measurement)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile", default="default",
+        help="torch.compile mode of the compiled rows (default, reduce-overhead, max-autotune), or off",
     )  # fmt: skip
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_denoising.json"))
     args = parser.parse_args()
@@ -162,6 +173,19 @@ def main() -> None:
         )
     arch_median, _, arch_memory = compare_steps(arch_steps, arch_static, args.repeats, args.device, warmup=3)
 
+    compiled: dict[str, dict] = {}
+    if args.compile != "off":
+        peak = matmul_peak_gflops(args.device)
+        for kind in ("ut", "vit", "dust"):
+            con = next(m for m in cfg.methods if m.kind == kind and m.constraints is not None)
+            compiled[kind] = compiled_comparison(
+                lambda con=con: build_denoiser(con, cfg.task, torch.Generator().manual_seed(0)),
+                {"erm": lambda con=con: objective_for("erm", con),
+                 "constrained": lambda con=con: objective_for("constrained, λ > 0", con)},
+                noisy, clean, lr=cfg.train.lr, repeats=args.repeats, device=args.device, mode=args.compile,
+                peak_gflops=peak,
+            )  # fmt: skip
+
     print(f"UT denoiser {method.width}×{method.depth}, heads {method.heads}, patch {method.patch}, clips "
           f"{cfg.task.frames}×{cfg.task.crop}×{cfg.task.crop}, batch {cfg.train.batch_size}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), median of {args.repeats}")  # fmt: skip
@@ -176,7 +200,10 @@ def main() -> None:
     )
     print(f"\narchitectures, width {method.width}, depth {method.depth} (ratios to the UT's ERM step):")
     print_ratios(arch_median, arch_memory, base="ut erm")
+    for kind, result in compiled.items():
+        print_comparison(f"{kind} denoiser, eager vs compiled", result)
     targets = {
+        "compiled_constrained_over_compiled_erm_max": 1.15,
         "constrained_time_ratio_max": 1.20,
         "constrained_memory_ratio_max": 1.10,
         "loader_over_training_min": 5.0,
@@ -212,9 +239,21 @@ def main() -> None:
             "memory_bytes": arch_memory,
             "time_ratio_to_ut_erm": {k: v / arch_median["ut erm"] for k, v in arch_median.items()},
         },
+        "compiled": compiled,
         "targets": targets,
         "passed": {
             **passed,
+            **(
+                {
+                    "compiled_constrained_ut": compiled["ut"]["over_erm"]["compiled"]["constrained"]
+                    <= targets["compiled_constrained_over_compiled_erm_max"],
+                    "compiled_no_slower": all(
+                        r <= 1.0 for c in compiled.values() for r in c["compiled_over_eager"].values()
+                    ),
+                }
+                if compiled
+                else {}
+            ),
             "loader": None
             if loader_cps is None
             else loader_cps / train_cps >= targets["loader_over_training_min"],

@@ -15,7 +15,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from unrolled.constrained.config import ConstraintConfig  # noqa: E402
-from unrolled.constrained.objective import objective_from_config  # noqa: E402
+from unrolled.constrained.factory import objective_from_config  # noqa: E402
 from unrolled.models.hf import EncoderSolver  # noqa: E402
 from unrolled.train.hf import CONSTRAINTS_FILE, ConstrainedTrainer  # noqa: E402
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from unrolled.constrained.config import ConstraintConfig
-from unrolled.constrained.objective import objective_from_config
+from unrolled.constrained.factory import objective_from_config
 from unrolled.experiments.regression import LearnedMethod, build_model
 from unrolled.tasks import RegressionTask
 from unrolled.tasks.regression import RegressionConfig

@@ -154,6 +154,25 @@ class EarlyExitObjective(Objective):
         }
         return loss, info
 
+    def step_tensors(self, target: Tensor) -> dict[str, Tensor]:
+        """The weights w_0..w_L ``[L + 1]`` at this step (the curriculum changes them: data, not constants)."""
+        return {"weights": self.layer_weights(self.depth).to(device=target.device, dtype=target.dtype)}
+
+    def traced_loss(
+        self, trajectory: Trajectory, target: Tensor, tensors: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Σ_l w_l f_l with every layer read with a graph (the curriculum's switched-off ones weigh 0)."""
+        losses = trajectory.layerwise_losses(target, self.per_sample_loss)
+        return (tensors["weights"].to(losses.dtype) * losses).sum(), losses.detach()
+
+    def record(self, losses: Tensor) -> dict[str, Any]:
+        weights = self.layer_weights(losses.shape[0] - 1)
+        return {
+            "layer_losses": losses.double().cpu().tolist(),
+            "exit_weights": weights.tolist(),
+            "task_weight": float(weights[-1]),
+        }
+
     def loss(self, trajectory: Trajectory, target: Tensor) -> tuple[Tensor, dict[str, Any]]:
         weights = self.layer_weights(trajectory.depth).tolist()
         losses = read_layers(trajectory, target, weights, self.per_sample_loss, self.recompute_readouts)

@@ -7,9 +7,12 @@ task loss f_L (in the SFT runs of issue 10, Σλ ≈ 44: about 40 times the task
 shows it; this module does.
 
 :class:`InfeasibilityMonitor` looks at the slack estimates of the last ``window`` dual steps: a constraint
-whose slack was positive at (at least) ``share`` of them is *infeasible*. It says how: its multiplier is
-``growing`` (projected ascent, the case to act on), ``capped`` at λ_max (bounded multipliers: the elastic
-penalty is paying for it), or ``relaxed`` (resilient multipliers: the relaxation u = λ / c absorbs it).
+whose slack was positive at (at least) ``share`` of them, and is not on its way down (the mean slack of the
+window's second half is more than ``fall`` times that of its first half: a constraint that the model is
+meeting, slowly, is left alone), is *infeasible*. It says how: its multiplier is ``growing`` (projected
+ascent, the case to act on), ``capped`` at λ_max (bounded multipliers: the elastic penalty is paying for it),
+or ``relaxed`` (resilient multipliers: the relaxation u = λ / c absorbs it). Each layer is named in the log
+once per run, with the remedies that fit how its multipliers move.
 
 :func:`task_weight` is the share of the loss's gradient that is the task's: 1 / Σ_l |w_l|, with w_l = ∂L/∂f_l
 the weight of layer l's loss in the objective (for the Lagrangian with f_{l−1} detached, 1 / (1 + Σ λ_l)).
@@ -25,10 +28,18 @@ from torch import Tensor
 
 logger = logging.getLogger("unrolled.constrained")
 
-REMEDIES = (
-    "bounded multipliers (multiplier_max), resilient relaxation (resilient_cost), targets calibrated on the "
-    "model before training (calibrate), or leaving these layers out (layers); see docs/CONSTRAINTS.md"
-)
+REMEDIES = {
+    "projected": "bounded multipliers (multiplier_max), resilient relaxation (resilient_cost), targets "
+    "calibrated on the model before training (calibrate), or leaving these layers out (layers); see "
+    "docs/CONSTRAINTS.md",
+    "bounded": "their multipliers are capped (multiplier_max), so what these constraints cost the task is "
+    "bounded; to stop paying it, calibrate the targets on the model before training (calibrate) or leave "
+    "these layers out (layers); see docs/CONSTRAINTS.md",
+    "resilient": "the resilient relaxation (resilient_cost) absorbs the violation at u = λ / c; to allow less of "
+    "it raise resilient_cost, or calibrate the targets on the model (calibrate), or leave these layers out "
+    "(layers); see docs/CONSTRAINTS.md",
+}
+"""What the log line suggests, by how the multipliers move."""
 
 
 def task_weight(weights: Tensor, task: float = 1.0) -> float:
@@ -44,18 +55,31 @@ class InfeasibilityMonitor:
         num: the number of constraints L.
         window: dual steps looked at (a constraint needs that many observations before it can be flagged).
         share: the share of them with a positive slack that makes a constraint infeasible.
+        fall: a constraint whose mean slack over the window's second half is at most ``fall`` times that of
+            its first half is on its way to being met, and is not flagged.
         kind: how the multipliers move, ``projected``, ``bounded`` or ``resilient``: names the status.
         where: a label for the log line (the method and seed, say).
     """
 
     def __init__(
-        self, num: int, window: int = 20, share: float = 0.9, kind: str = "projected", where: str = ""
+        self,
+        num: int,
+        window: int = 20,
+        share: float = 0.9,
+        kind: str = "projected",
+        where: str = "",
+        fall: float = 0.5,
     ) -> None:
         if window < 2:
             raise ValueError(f"the infeasibility window needs at least 2 dual steps, got {window}")
         if not 0 < share <= 1:
             raise ValueError(f"share must be in (0, 1], got {share}")
+        if not 0 <= fall < 1:
+            raise ValueError(f"fall must be in [0, 1), got {fall}")
+        if kind not in REMEDIES:
+            raise ValueError(f"kind must be one of {', '.join(REMEDIES)}, got {kind!r}")
         self.num, self.window, self.share, self.kind, self.where = num, window, share, kind, where
+        self.fall = fall
         self._history: list[deque[tuple[float, float]]] = [deque(maxlen=window) for _ in range(num)]
         self.flagged: dict[int, str] = {}  # layer (1..L) -> status
         self.first_seen: dict[int, int] = {}  # layer -> dual step at which it was first flagged
@@ -64,7 +88,7 @@ class InfeasibilityMonitor:
         self, slack: Tensor, multipliers: Tensor, observed: Tensor | None, dual_step: int
     ) -> list[int]:
         """Record one dual step (slack estimates and multipliers after the step, ``[L]``); returns the layers
-        flagged for the first time, and logs a warning naming them."""
+        flagged for the first time in this run, and logs a warning naming them."""
         seen = [True] * self.num if observed is None else [bool(v) for v in observed]
         for l in range(self.num):
             if seen[l]:
@@ -74,7 +98,7 @@ class InfeasibilityMonitor:
             if len(history) < self.window:
                 continue
             positive = sum(s > 0 for s, _ in history) / len(history)
-            if positive < self.share:
+            if positive < self.share or self._falling([s for s, _ in history]):
                 continue
             first_lam, last_lam = history[0][1], history[-1][1]
             if self.kind == "resilient":
@@ -84,10 +108,10 @@ class InfeasibilityMonitor:
             else:
                 status = "growing"
             now[l + 1] = status
-        new = sorted(l for l in now if l not in self.flagged)
+        new = sorted(l for l in now if l not in self.first_seen)  # each layer is named once per run
         self.flagged = now
         for l in new:
-            self.first_seen.setdefault(l, dual_step)
+            self.first_seen[l] = dual_step
         if new:
             lam = ", ".join(f"λ_{l} = {float(multipliers[l - 1]):.3g}" for l in new)
             label = f" ({self.where})" if self.where else ""
@@ -98,9 +122,15 @@ class InfeasibilityMonitor:
                 label,
                 self.window,
                 lam,
-                REMEDIES,
+                REMEDIES[self.kind],
             )
         return new
+
+    def _falling(self, slacks: list[float]) -> bool:
+        """Whether the mean slack of the window's second half is at most ``fall`` times its first half's."""
+        half = len(slacks) // 2
+        early, late = sum(slacks[:half]) / half, sum(slacks[-half:]) / half
+        return early > 0 and late <= self.fall * early
 
     def report(self) -> dict[str, Any]:
         """What a run records: the infeasible layers now, how, and when they were first flagged."""

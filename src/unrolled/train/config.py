@@ -12,6 +12,8 @@ PositiveInt = Annotated[Int, Field(ge=1)]
 Beta = Annotated[Float, Field(ge=0, lt=1)]
 ReportTo = Literal["none", "tensorboard", "wandb"] | list[Literal["tensorboard", "wandb"]]
 """``report_to``: ``"none"``, one writer, or a list of them (:mod:`unrolled.train.tracking`)."""
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+"""``compile``: a ``torch.compile`` mode (:mod:`unrolled.train.compiled`)."""
 
 
 class ScheduleConfig(ConfigModel):
@@ -33,6 +35,10 @@ class TrainConfig(ConfigModel):
     ``report_to``: where the logs go besides ``metrics.jsonl`` (:mod:`unrolled.train.tracking`):
     ``tensorboard`` (the ``tensorboard`` extra) and/or ``wandb`` (when installed); ``"none"`` (default) or
     ``[]``: nowhere else. The Hugging Face families take the same setting.
+    ``compile``: compile each step's forward pass and loss with ``torch.compile`` (:mod:`unrolled.train.compiled`):
+    ``false`` (default), ``true`` (mode ``default``) or a mode (``reduce-overhead`` adds CUDA graphs on a GPU).
+    The first step pays the compilation (tens of seconds); the Hugging Face families pass it on as the
+    Trainer's ``torch_compile`` / ``torch_compile_mode``.
     """
 
     protocol: Literal["online", "fixed_batch"] = "online"
@@ -48,3 +54,4 @@ class TrainConfig(ConfigModel):
     log_every: PositiveInt = 10
     checkpoint_every: PositiveInt = 200
     report_to: ReportTo = "none"
+    compile: bool | CompileMode = False

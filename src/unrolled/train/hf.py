@@ -4,7 +4,7 @@
 :class:`~unrolled.trajectory.Trajectory`: :class:`~unrolled.models.hf.EncoderSolver`,
 :class:`~unrolled.models.hf.LanguageModelSolver`, the UT text classifier) with ERM on the last layer or the
 library's constrained Lagrangian f_L + Σ λ_l s_l, through the same
-:class:`~unrolled.constrained.objective.ConstrainedObjective` as the own-model training loop: the same
+:class:`~unrolled.constrained.lagrangian.ConstrainedObjective` as the own-model training loop: the same
 :class:`~unrolled.constrained.descent.DescentConstraints`, projected or resilient
 :class:`~unrolled.constrained.multipliers.Multipliers`, and a dual step every ``dual_every`` optimizer steps.
 Everything else is the Trainer's: optimizers, schedules, mixed precision, gradient accumulation, ``accelerate``
@@ -37,8 +37,9 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from unrolled.constrained.config import ConstraintConfig, EarlyExitConfig
+from unrolled.constrained.factory import objective_from_config
 from unrolled.constrained.multipliers import all_reduce_mean
-from unrolled.constrained.objective import Objective, objective_from_config
+from unrolled.constrained.objective import Objective
 from unrolled.perturb import EmbeddingNoise, Perturbation
 from unrolled.seeding import derive_seed
 from unrolled.trajectory import LossFn

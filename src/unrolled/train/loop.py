@@ -5,6 +5,8 @@ position; an *objective* (:mod:`unrolled.constrained.objective`) turns the model
 to minimise and takes dual steps for constrained training. Checkpoints hold everything needed to continue
 bit for bit: model, optimizer, scheduler, stream state and objective state (multipliers). A non-finite loss
 or gradient stops training with an error naming the step; the last checkpoint written before it stays.
+``train.compile`` compiles each step's forward pass and loss (:mod:`unrolled.train.compiled`); checkpoints are
+the same either way, so a run may resume in the other mode.
 
 Two regression protocols (docs/MODELS.md): ``online`` draws a fresh batch every ``resample_every`` steps;
 ``fixed_batch`` draws one batch and fits it for every step (what produced the published Memformer figures).
@@ -31,6 +33,7 @@ from unrolled.constrained.multipliers import all_reduce_mean
 from unrolled.constrained.objective import Objective
 from unrolled.tasks.regression import RegressionBatch, RegressionTask
 from unrolled.train.checkpoint import load_checkpoint, save_checkpoint
+from unrolled.train.compiled import CompiledLoss, compile_mode
 from unrolled.train.config import TrainConfig
 from unrolled.train.tracking import Tracker
 from unrolled.trajectory import Trajectory, squared_error
@@ -221,6 +224,12 @@ def train(
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model)
+    mode = compile_mode(cfg.compile)
+    forward_loss: Callable[[Any, Tensor], tuple[Tensor, dict[str, Any]]] = (
+        (lambda inputs, target: objective.loss(net(inputs), target))
+        if mode is None
+        else CompiledLoss(net, objective, mode)
+    )
     optimizer = make_optimizer(cfg, params)
     scheduler = make_scheduler(cfg, optimizer)
 
@@ -267,8 +276,7 @@ def train(
         for step in range(start + 1, cfg.steps + 1):
             inputs, target = stream.next()
             optimizer.zero_grad(set_to_none=True)
-            trajectory = net(inputs)
-            loss, info = objective.loss(trajectory, target)
+            loss, info = forward_loss(inputs, target)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise NonFiniteLossError(

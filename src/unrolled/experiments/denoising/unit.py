@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from unrolled.constrained.descent import violation_share
-from unrolled.constrained.objective import objective_from_config
+from unrolled.constrained.factory import objective_from_config
 from unrolled.experiments.denoising.config import DenoiserMethod, DenoisingExperiment
 from unrolled.experiments.denoising.data import ClipStream, DenoisingData
 from unrolled.experiments.denoising.reference import noisy_test_chunks

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from unrolled.constrained.objective import objective_from_config
+from unrolled.constrained.factory import objective_from_config
 from unrolled.experiments.aggregate import losses
 from unrolled.experiments.family import Unit, UnitContext
 from unrolled.experiments.regression.build import build_classical, build_model, mixture_expert

@@ -11,7 +11,7 @@ from unrolled.constrained.config import ConstraintConfig, EarlyExitConfig
 from unrolled.experiments.config import ExperimentConfig
 from unrolled.perturb import PerturbationConfig
 from unrolled.tasks.instruct.data import InstructDataConfig
-from unrolled.train.config import ReportTo
+from unrolled.train.config import CompileMode, ReportTo
 from unrolled.validation import check
 
 PositiveInt = Annotated[Int, Field(ge=1)]
@@ -120,6 +120,7 @@ class SFTTrainConfig(ConfigModel):
     log_every: PositiveInt = 10
     checkpoint_every: PositiveInt = 50
     report_to: ReportTo = "none"
+    compile: bool | CompileMode = False
 
 
 class SFTPerturbationConfig(PerturbationConfig):

@@ -30,6 +30,7 @@ from unrolled.models.hf import load_model
 from unrolled.perturb import Perturbation
 from unrolled.seeding import derive_seed, generator
 from unrolled.train.checkpoint import atomic_write_text
+from unrolled.train.compiled import trainer_compile_args
 from unrolled.train.sft import ConstrainedSFTConfig, ConstrainedSFTTrainer
 
 __all__ = ["build_trainer", "generations_path", "model_folder", "run_train_unit"]
@@ -98,7 +99,7 @@ def build_trainer(
         gradient_accumulation_steps=t.gradient_accumulation, per_device_eval_batch_size=t.eval_batch_size,
         learning_rate=method.lr or t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_ratio,
         lr_scheduler_type=t.schedule, max_grad_norm=t.max_grad_norm, logging_steps=t.log_every,
-        save_strategy="steps", save_steps=t.checkpoint_every, save_total_limit=1, report_to=t.report_to,
+        save_strategy="steps", save_steps=t.checkpoint_every, save_total_limit=1, report_to=t.report_to, **trainer_compile_args(t.compile),
         run_name=f"{method.name}/seed{seed}", use_cpu=not device.startswith("cuda"), seed=seed, data_seed=seed, disable_tqdm=True, bf16=t.bf16,
         gradient_checkpointing=None, activation_checkpointing=t.gradient_checkpointing, max_length=cfg.task.max_length,
         completion_only_loss=True, dataloader_num_workers=0, dataset_num_proc=None,

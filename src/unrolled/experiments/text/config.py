@@ -11,7 +11,7 @@ from unrolled.constrained.config import ConstraintConfig, EarlyExitConfig
 from unrolled.experiments.config import ExperimentConfig
 from unrolled.perturb import PerturbationConfig
 from unrolled.tasks.text.config import TextDataConfig
-from unrolled.train.config import ReportTo
+from unrolled.train.config import CompileMode, ReportTo
 from unrolled.validation import check
 
 PositiveInt = Annotated[Int, Field(ge=1)]
@@ -114,6 +114,7 @@ class HFTrainConfig(ConfigModel):
     log_every: PositiveInt = 10
     checkpoint_every: PositiveInt = 50
     report_to: ReportTo = "none"
+    compile: bool | CompileMode = False
 
 
 class TextExperiment(ExperimentConfig):

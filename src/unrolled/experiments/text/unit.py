@@ -34,6 +34,7 @@ from unrolled.perturb import EmbeddingNoise, Perturbation
 from unrolled.seeding import derive_seed, generator
 from unrolled.tasks.text.tokenize import EncodedDataset, batches
 from unrolled.train.checkpoint import atomic_write_text
+from unrolled.train.compiled import trainer_compile_args
 from unrolled.train.hf import ConstrainedTrainer
 
 Method = HFEncoderMethod | UTTextMethod
@@ -85,7 +86,7 @@ def train_solver(unit: Unit, solver: nn.Module, data: TextSeedData, ctx: UnitCon
         output_dir=str(out), max_steps=t.steps, per_device_train_batch_size=t.batch_size,
         learning_rate=method.lr or t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_ratio,
         lr_scheduler_type=t.schedule, max_grad_norm=t.max_grad_norm, logging_steps=t.log_every,
-        save_strategy="steps", save_steps=t.checkpoint_every, save_total_limit=1, report_to=t.report_to,
+        save_strategy="steps", save_steps=t.checkpoint_every, save_total_limit=1, report_to=t.report_to, **trainer_compile_args(t.compile),
         run_name=unit.key, use_cpu=not ctx.device.startswith("cuda"), seed=unit.seed, data_seed=unit.seed, disable_tqdm=True,
         remove_unused_columns=False, dataloader_num_workers=0,
     )  # fmt: skip
