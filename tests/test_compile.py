@@ -213,18 +213,27 @@ def test_the_setting_and_its_trainer_arguments():
     }
 
 
-def test_the_trainer_compiles_the_model_when_the_setting_asks(tmp_path):
-    """The Hugging Face families pass ``train.compile`` to the Trainer: its model runs compiled
-    (``OptimizedModule``) and the constrained run logs the eager run's losses and multipliers."""
+@pytest.mark.parametrize("model", ["bert", "ut_text"])
+def test_the_trainer_compiles_the_model_when_the_setting_asks(tmp_path, model):
+    """The Hugging Face families pass ``train.compile`` to the Trainer: its model (a pretrained encoder, or
+    the UT text classifier) runs compiled (``OptimizedModule``) and the constrained run logs the eager run's
+    losses and multipliers."""
     pytest.importorskip("transformers")
     from tests.test_hf_trainer import CONSTRAINTS, Examples, args, solver
+    from unrolled.models.text_classifier import UTTextClassifier
     from unrolled.train.hf import ConstrainedTrainer
+
+    def build() -> nn.Module:
+        if model == "bert":
+            return solver()
+        return UTTextClassifier(101, 3, width=16, depth=3, heads=2, max_length=16, embeddings="scratch",
+                                generator=torch.Generator().manual_seed(0))  # fmt: skip
 
     runs = {}
     for setting in (False, True):
         extra = trainer_compile_args(setting) | ({"torch_compile_backend": "aot_eager"} if setting else {})
         trainer = ConstrainedTrainer(
-            model=solver(), args=args(tmp_path / str(setting), max_steps=3, **extra),
+            model=build(), args=args(tmp_path / str(setting), max_steps=3, **extra),
             train_dataset=Examples(n=8), constraints=CONSTRAINTS,
         )  # fmt: skip
         trainer.train()
