@@ -51,8 +51,13 @@ def _objective(kind: str, depth: int, loss=squared_error, fraction: float = 1.0)
         objective = EarlyExitObjective(EarlyExitConfig(scale_type="l", curriculum="gradual"), depth, 10, loss)
         objective.sync_step(7, 10)  # some layers switched on, some not
         return objective
+    constraints = {
+        "constrained": DescentConstraints(0.1),
+        "attached": DescentConstraints(0.1, detach_previous=False),
+        "late": DescentConstraints(0.1, layers=[depth - 1, depth]),
+    }[kind]
     objective = ConstrainedObjective(
-        DescentConstraints(0.1), Multipliers(depth, 1.0), loss, readout_fraction=fraction,
+        constraints, Multipliers(depth, 1.0), loss, readout_fraction=fraction,
         generator=torch.Generator().manual_seed(3),
     )  # fmt: skip
     objective.multipliers.value = torch.linspace(
@@ -100,7 +105,7 @@ def test_compiled_regression_step_is_the_eager_step(kind, objective):
 @pytest.mark.parametrize(
     ("kind", "objective", "fraction"),
     [("ut", "constrained", 1.0), ("vit", "constrained", 1.0), ("dust", "constrained", 1.0),
-     ("ut", "constrained", 0.5), ("ut", "erm", 1.0)],
+     ("ut", "constrained", 0.5), ("ut", "attached", 1.0), ("ut", "late", 1.0), ("ut", "erm", 1.0)],
 )  # fmt: skip
 def test_compiled_denoiser_step_is_the_eager_step(kind, objective, fraction):
     """The denoisers with Gram-form and subsampled readouts (the same samples drawn in both modes)."""
@@ -108,6 +113,40 @@ def test_compiled_denoiser_step_is_the_eager_step(kind, objective, fraction):
     g = torch.Generator().manual_seed(1)
     noisy, clean = (torch.rand(6, *CLIP, generator=g) for _ in range(2))
     _assert_same_step(model, lambda: _objective(objective, 3, None, fraction), noisy, clean)
+
+
+@pytest.mark.parametrize("kind", ["constrained", "attached", "late"])
+@pytest.mark.parametrize("affine", [True, False], ids=["gram", "direct"])
+def test_the_layers_a_compiled_step_reads_with_a_graph_are_those_the_lagrangian_can_weigh(kind, affine):
+    """A layer whose weight ∂L/∂f_l is 0 for every λ (f_0 and the layers below a subset, with f_{l−1}
+    detached) gets no gradient path; every other layer gets one, even at λ = 0 (the graph does not change
+    with λ). States are independent leaves, so a state's ``.grad`` shows exactly whether it was read with a
+    graph. Checked against :meth:`ConstrainedObjective.gradient_weights` at random λ."""
+    depth, model = 3, denoiser("ut", torch.float64)
+    g = torch.Generator().manual_seed(2)
+    noisy, clean = (torch.rand(4, *CLIP, generator=g, dtype=torch.float64) for _ in range(2))
+    with torch.no_grad():
+        full = model(noisy)
+    states = tuple(s.clone().requires_grad_() for s in full.states)
+    if affine:
+        trajectory = Trajectory(states, full.readout, full.state_loss, full.affine_readout)
+        objective = _objective(kind, depth, None)
+    else:
+        trajectory = Trajectory(states, full.readout)
+        objective = _objective(kind, depth)
+    objective.multipliers.value = torch.zeros(depth, dtype=torch.float64)
+    loss, _ = objective.traced_loss(trajectory, clean, objective.step_tensors(clean))
+    loss.backward()
+    read = [s.grad is not None for s in states]
+    assert read == objective.weighable(depth)
+    weighs = torch.zeros(depth + 1, dtype=torch.bool)
+    for _ in range(20):
+        lam = torch.rand(depth, generator=g, dtype=torch.float64)  # λ_l > 0 only where a constraint is
+        constrained = objective.constraints.constrained_layers(depth)
+        objective.multipliers.value = lam * torch.tensor([l in constrained for l in range(1, depth + 1)])
+        weighs |= objective.gradient_weights(depth) != 0
+    assert weighs.tolist() == read
+    assert read[0] == (kind == "attached") and read[-1]
 
 
 def _fit(tmp_path, *, compile_at: set[int], steps: int, stop: int | None = None, name: str = "run"):

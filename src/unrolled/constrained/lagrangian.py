@@ -244,11 +244,26 @@ class ConstrainedObjective(Objective):
             tensors["pick"] = pick.to(target.device)
         return tensors
 
+    def weighable(self, depth: int) -> list[bool]:
+        """Which of f_0..f_L ``[L + 1]`` the Lagrangian can weigh for some multipliers: f_L, f_l of every
+        constrained layer l, and f_{l−1} too unless ``detach_previous``. The others (f_0 and the layers
+        below a ``layers`` subset, when detached) only set targets, so their gradient weight is always 0."""
+        weigh = [False] * depth + [True]
+        for l in self.constraints.constrained_layers(depth):
+            weigh[l] = True
+            if not self.constraints.detach_previous:
+                weigh[l - 1] = True
+        return weigh
+
     def traced_loss(
         self, trajectory: Trajectory, target: Tensor, tensors: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor]:
-        """f_L + Σ λ_l s_l with λ = ``tensors["multipliers"]``, every layer read with a graph (in Gram form
-        where :meth:`layer_losses` would use it, on ``tensors["pick"]`` when subsampling)."""
+        """f_L + Σ λ_l s_l with λ = ``tensors["multipliers"]``: every layer the Lagrangian can weigh
+        (:meth:`weighable`, a fact of the constraints, not of λ: the compiled graph does not change with the
+        multipliers) read with a graph, the others without one; in Gram form where :meth:`layer_losses` would
+        use it, on ``tensors["pick"]`` when subsampling."""
+        depth, states = trajectory.depth, trajectory.states
+        weigh = self.weighable(depth)
         affine = trajectory.affine_readout if self.per_sample_loss is None else None
         if affine is None:
             if "pick" in tensors:
@@ -256,13 +271,22 @@ class ConstrainedObjective(Objective):
                     "readout_fraction < 1 needs a trajectory with an affine readout (Trajectory.affine_readout) "
                     "and the trajectory's own loss (per_sample_loss=None)"
                 )
-            losses = trajectory.layerwise_losses(target, self.per_sample_loss)
+            weights = [1.0 if w else 0.0 for w in weigh]
+            losses = read_layers(trajectory, target, weights, self.per_sample_loss, recompute=False)
         else:
-            depth, states = trajectory.depth, trajectory.states
             terms = affine.terms(target, tensors.get("pick"))
-            inner = affine.mse(list(states[:depth]), terms).mean(dim=1)
-            last = trajectory.sample_losses(states[depth], target).mean()
-            losses = torch.cat([inner, last.reshape(1)])
+            graph = [l for l in range(depth) if weigh[l]]
+            free = [l for l in range(depth) if not weigh[l]]
+            read: dict[int, Tensor] = {}
+            if free:  # detached rather than under no_grad: the compiler then drops their backward, and
+                # Dynamo (torch 2.13) mis-binds a None argument of an autograd.Function called under no_grad
+                values = affine.mse([states[l] for l in free], terms).mean(dim=1).detach()
+                read.update(zip(free, values, strict=True))
+            if graph:
+                values = affine.mse([states[l] for l in graph], terms).mean(dim=1)
+                read.update(zip(graph, values, strict=True))
+            read[depth] = trajectory.sample_losses(states[depth], target).mean()
+            losses = torch.stack([read[l] for l in range(depth + 1)])
         slacks = self.constraints.slacks(losses)
         return losses[-1] + (tensors["multipliers"] * slacks).sum(), losses.detach()
 
