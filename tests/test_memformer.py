@@ -157,3 +157,38 @@ def test_label_only_forward_equals_the_full_token_path(kind):
     for l in range(model.depth):
         Zt, memory = model.step(l, Zt, memory)
         torch.testing.assert_close(fast.states[l + 1], Zt.permute(2, 0, 1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["lt", "cgd", "lfom", "lfom_plus", "recurrent"])
+def test_the_compiled_layout_gives_the_eager_states_and_gradients(kind, monkeypatch):
+    """Under ``torch.compile`` a label-only model runs batch-first by batched products
+    (``label_delta_batch_first``); run here eagerly in float64 against the batch-last elementwise path."""
+    kinds = {
+        "lt": "linear_transformer",
+        "cgd": "memformer_cgd",
+        "lfom": "memformer_lfom",
+        "lfom_plus": "memformer_lfom_plus",
+        "recurrent": "memformer_recurrent",
+    }
+    A = "scalar" if kind == "recurrent" else "full"
+    method = LearnedMethod(name="m", kind=kinds[kind], A=A, heads=2)
+    model = build_model(method, 5, 20, 3, torch.Generator().manual_seed(1)).double()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in ("gamma", "alpha", "beta"):
+                p.add_(0.3 * torch.rand(p.shape, generator=torch.Generator().manual_seed(2), dtype=p.dtype))
+    batch = make_batch(16)
+
+    def run() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        traj = model(batch)
+        traj.layerwise_losses(batch.y_query).sum().backward()
+        return [s.detach() for s in traj.states], [p.grad.clone() for p in model.parameters()]
+
+    eager_states, eager_grads = run()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    states, grads = run()
+    for a, b in zip(states, eager_states, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, eager_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

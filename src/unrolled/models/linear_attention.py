@@ -229,6 +229,22 @@ class LinearAttention(nn.Module):
         v = self.preconditioners().sum(dim=0) @ xy  # (Σ_h A_h) Σ_j x_j y_j  [d, B]
         return -(X * v).sum(dim=1) / n
 
+    def label_delta_batch_first(self, X: Tensor, y: Tensor) -> Tensor:
+        """:meth:`label_delta` in the batch-first layout: X ``[B, n+1, d]``, y ``[B, n+1]`` -> Δy ``[B, n+1]``.
+
+        What a compiled model runs (:meth:`LinearTransformer.forward`): two batched matrix-vector products
+        and one shared ``[d, d]`` product. Eager, the batch-last form is faster at small d; compiled, Inductor
+        folds the batch-last copy of the prompt into every layer's loops, which then read the batch-first
+        prompt with strides it cannot vectorise (``docs/PERFORMANCE.md``), while this form's products go to the
+        BLAS.
+        """
+        if self.B_form != "zero":
+            raise ValueError("label_delta is the B = 0 update; this layer has B free")
+        n = X.shape[1] - 1
+        xy = X[:, :n].transpose(1, 2) @ y[:, :n].unsqueeze(-1)  # Σ_j x_j y_j  [B, d, 1]
+        v = self.preconditioners().sum(dim=0) @ xy  # (Σ_h A_h) Σ_j x_j y_j  [B, d, 1]
+        return (X @ v).squeeze(-1) / -n
+
     def _direct(self, Z: Tensor) -> Tensor:
         """The O(n² d) reference: build the ``[B, H, n+1, n]`` scores, then apply them to the values."""
         n = Z.shape[1] - 1

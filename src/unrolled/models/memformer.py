@@ -123,14 +123,17 @@ class LinearTransformer(nn.Module):
         """The memory before layer 0 (None for the memoryless transformer)."""
         return None
 
-    def attn(self, l: int, Z: Tensor, X: Tensor | None = None) -> Tensor:
+    def attn(self, l: int, Z: Tensor, X: Tensor | None = None, labels_batch_first: bool = False) -> Tensor:
         """Layer l's attention output: full tokens in the model's layout (``[B, n+1, d+1]`` when
         :attr:`batch_first`, else ``[n+1, d+1, B]``), or label-only ``[n+1, B]`` when X is given.
 
         In the label-only form (every layer B = 0) Z is the label column y ``[n+1, B]`` and X the inputs
-        ``[n+1, d, B]``, which no layer changes.
+        ``[n+1, d, B]``, which no layer changes; with ``labels_batch_first`` (compiled models) y is
+        ``[B, n+1]`` and X ``[B, n+1, d]``.
         """
         if X is not None:
+            if labels_batch_first:
+                return self.layers[l].label_delta_batch_first(X, Z)
             return self.layers[l].label_delta(X, Z)
         if self.batch_first:
             return self.layers[l](Z)
@@ -142,14 +145,20 @@ class LinearTransformer(nn.Module):
         return all(layer.B_form == "zero" and layer.attention == "reassociated" for layer in self.layers)
 
     def update(
-        self, l: int, Z: Tensor, memory: Tensor | None, X: Tensor | None = None
+        self,
+        l: int,
+        Z: Tensor,
+        memory: Tensor | None,
+        X: Tensor | None = None,
+        labels_batch_first: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """Layer l's residual update: ``(Z_l, memory) -> (T_l, memory')`` with Z_{l+1} = Z_l + T_l.
 
         Z and T are batch-last ``[n+1, d+1, B]``, or the label column ``[n+1, B]`` when X (the inputs
-        ``[n+1, d, B]``) is given. A mixture of experts combines the T_l of its experts.
+        ``[n+1, d, B]``) is given (``[B, n+1]`` and ``[B, n+1, d]`` with ``labels_batch_first``). A mixture
+        of experts combines the T_l of its experts.
         """
-        return self.attn(l, Z, X), memory
+        return self.attn(l, Z, X, labels_batch_first), memory
 
     def step(self, l: int, Z: Tensor, memory: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """Layer l: ``(Z_l, memory) -> (Z_{l+1}, memory')``, Z batch-last ``[n+1, d+1, B]``."""
@@ -166,6 +175,15 @@ class LinearTransformer(nn.Module):
         if self.normalize:
             Z = normalize_prompt(Z)
         states = [Z]
+        if self.label_only and torch.compiler.is_compiling():
+            # compiled: the label column batch-first, by batched products (LinearAttention.label_delta_batch_first)
+            X, y = Z[..., : self.d], Z[..., self.d]  # [B, n+1, d], [B, n+1]
+            memory = self.init_memory(y)
+            for l in range(self.depth):
+                T, memory = self.update(l, y, memory, X, labels_batch_first=True)
+                y = y + T
+                states.append(torch.cat([X, y.unsqueeze(-1)], dim=-1))
+            return Trajectory(tuple(states), query_readout)
         Zt = None if self.batch_first else Z.permute(1, 2, 0).contiguous()  # batch-last  [n+1, d+1, B]
         if self.label_only:
             assert Zt is not None
@@ -207,10 +225,15 @@ class CGDMemformer(LinearTransformer):
         return torch.zeros_like(Z)
 
     def update(
-        self, l: int, Z: Tensor, memory: Tensor | None, X: Tensor | None = None
+        self,
+        l: int,
+        Z: Tensor,
+        memory: Tensor | None,
+        X: Tensor | None = None,
+        labels_batch_first: bool = False,
     ) -> tuple[Tensor, Tensor]:
         assert memory is not None
-        R = self.attn(l, Z, X) + self.gamma[l] * memory
+        R = self.attn(l, Z, X, labels_batch_first) + self.gamma[l] * memory
         return self.alpha[l] * R, R
 
 
@@ -236,11 +259,18 @@ class LFOMMemformer(LinearTransformer):
         return torch.zeros_like(Z)
 
     def update(
-        self, l: int, Z: Tensor, memory: Tensor | None, X: Tensor | None = None
+        self,
+        l: int,
+        Z: Tensor,
+        memory: Tensor | None,
+        X: Tensor | None = None,
+        labels_batch_first: bool = False,
     ) -> tuple[Tensor, Tensor]:
         assert memory is not None
-        R = self.attn(l, Z, X)
-        if X is not None:
+        R = self.attn(l, Z, X, labels_batch_first)
+        if X is not None and labels_batch_first:
+            mask = self.gamma[l][:, self.d]  # label-only: Γ's label column over [B, n+1]
+        elif X is not None:
             mask = self.gamma[l][:, self.d].unsqueeze(-1)  # label-only: Γ's label column over [n+1, B]
         elif self.batch_first:
             mask = self.gamma[l]  # [n+1, d+1] over [B, n+1, d+1]
@@ -271,8 +301,13 @@ class RecurrentMemformer(LinearTransformer):
         return torch.zeros_like(Z)
 
     def update(
-        self, l: int, Z: Tensor, memory: Tensor | None, X: Tensor | None = None
+        self,
+        l: int,
+        Z: Tensor,
+        memory: Tensor | None,
+        X: Tensor | None = None,
+        labels_batch_first: bool = False,
     ) -> tuple[Tensor, Tensor]:
         assert memory is not None
-        R = self.beta[l] * memory + self.gamma[l] * self.attn(l, Z, X)
+        R = self.beta[l] * memory + self.gamma[l] * self.attn(l, Z, X, labels_batch_first)
         return self.alpha[l] * R, R
