@@ -24,6 +24,9 @@ KINDS = {
     "lt_heads": lambda **kw: LinearTransformer(D, N, L, heads=2, **kw),
     "cgd": lambda **kw: CGDMemformer(D, N, L, **kw),
     "lfom": lambda **kw: LFOMMemformer(D, N, L, gamma_init=0.7, **kw),
+    "lfom_gdpp": lambda **kw: LFOMMemformer(
+        D, N, L, B="free", gamma_init=0.7, **kw
+    ),  # memformer_scale_free_shift's
     "lfom_plus_gdpp": lambda **kw: LFOMMemformer(
         D, N, L, B="free", gamma_init=0.3, include_current=False, **kw
     ),
