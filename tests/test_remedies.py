@@ -183,7 +183,8 @@ def test_monitor_needs_a_full_window_and_a_share_of_positive_slacks():
     again = InfeasibilityMonitor(2, window=4, share=0.75)
     again.load_state_dict(mon.state_dict())
     assert again.report() == mon.report() == {
-        "infeasible_layers": [1], "infeasible_status": {"1": "growing"}, "infeasible_since": {"1": 4}
+        "infeasible_layers": [1], "infeasible_status": {"1": "growing"}, "infeasible_since": {"1": 4},
+        "task_weight_low_since": None,
     }  # fmt: skip
 
 
@@ -207,6 +208,52 @@ def test_a_positive_slack_on_its_way_down_is_not_flagged_and_a_layer_is_named_on
     assert mon.report()["infeasible_layers"] == [2]
     assert mon.first_seen == {2: 6}
     assert sum("look infeasible" in r.message for r in caplog.records) == 1
+
+
+def test_a_short_run_fits_the_window_and_still_names_an_infeasible_constraint(caplog):
+    """60 steps with a dual step every 5: 12 dual steps, fewer than the 20 the window asks for. The window
+    becomes 12 // 3 = 4 dual steps, and layer 1 (which cannot descend) is named at the 4th dual step."""
+    cfg = from_dict(ConstraintConfig, {"alpha": 0.5, "dual_lr": 0.01, "dual_every": 5}, "c")
+    obj, _ = objective_from_config(cfg, 2, lambda p, t: p, where="short")
+    with caplog.at_level(logging.INFO, logger="unrolled.constrained"):
+        train(StuckLayer(), ConstantStream(), TrainConfig(steps=60, optimizer="sgd", lr=0.01, checkpoint_every=1000),
+              objective=obj)  # fmt: skip
+    assert obj.monitor.window == 4
+    assert obj.report()["infeasible_since"] == {"1": 4}
+    assert any("infeasibility window: 4 dual steps (the run has 12" in r.message for r in caplog.records)
+    unfitted = InfeasibilityMonitor(2, window=20)
+    for step in range(1, 13):  # the same 12 dual steps without fitting: nothing can be flagged
+        unfitted.update(torch.tensor([0.5, -0.1]), torch.tensor([0.01 * step, 0.0]), None, step)
+    assert unfitted.report()["infeasible_layers"] == []
+    assert unfitted.fit(12) == 4 and unfitted.update(
+        torch.tensor([0.5, -0.1]), torch.tensor([0.13, 0.0]), None, 13
+    ) == [1]  # the history recorded before fitting counts
+    assert InfeasibilityMonitor(2, window=20).fit(3000) == 20  # a long run keeps the window asked for
+    assert InfeasibilityMonitor(2, window=20).fit(3) == 2
+
+
+def test_the_task_weight_floor_warns_once_when_the_multipliers_outweigh_the_task(caplog):
+    """No constraint's slack is positive at 90% of the dual steps (they alternate), yet the multipliers grow:
+    the task's share 1 / (1 + Σλ) falls below 0.25 when Σλ passes 3, at the dual step computed by hand."""
+    mon = InfeasibilityMonitor(3, window=4, where="seed 0")
+    lam = torch.zeros(3)
+    with caplog.at_level(logging.WARNING, logger="unrolled.constrained"):
+        for step in range(1, 13):
+            slack = torch.tensor([1.0, -0.2, 1.0]) * (1 if step % 2 else -0.1)
+            lam = lam + torch.tensor([0.2, 0.0, 0.2])  # Σλ = 0.4 · step
+            mon.update(slack, lam, None, step, task_weight(torch.cat([lam, torch.ones(1)])))
+    assert mon.report()["infeasible_layers"] == []
+    assert mon.report()["task_weight_low_since"] == 8  # 1 / (1 + 3.2) < 0.25 ≤ 1 / (1 + 2.8)
+    warned = [r.message for r in caplog.records if "task loss holds" in r.message]
+    assert len(warned) == 1 and "23.8%" in warned[0] and "seed 0" in warned[0]
+    again = InfeasibilityMonitor(3, window=4)
+    again.load_state_dict(mon.state_dict())
+    assert again.task_low_since == 8
+    quiet = InfeasibilityMonitor(3, window=4, task_floor=0.0)
+    quiet.update(torch.zeros(3), torch.full((3,), 100.0), None, 1, 0.003)
+    assert quiet.task_low_since is None
+    with pytest.raises(ValueError, match="task_floor"):
+        InfeasibilityMonitor(3, task_floor=1.0)
 
 
 def test_task_weight_of_the_lagrangian_and_of_early_exit():

@@ -60,7 +60,9 @@ class ConstraintConfig(ConfigModel):
       multipliers whose steps and weights do not grow with the size of a layer's loss.
 
     ``infeasibility_window``: dual steps over which a constraint whose slack stayed positive is reported
-    as infeasible (:mod:`unrolled.constrained.infeasibility`).
+    as infeasible (:mod:`unrolled.constrained.infeasibility`; at most a third of the run's dual steps).
+    ``task_weight_floor``: a warning when the task's share of the loss, 1 / (1 + Σλ) with f_{l−1} detached,
+    falls below it (0: never).
     """
 
     alpha: Alpha = 0.1
@@ -77,6 +79,7 @@ class ConstraintConfig(ConfigModel):
     layers: Layers | None = None
     readout_fraction: Annotated[Float, Field(gt=0, le=1)] = 1.0
     infeasibility_window: Annotated[Int, Field(ge=2)] = 20
+    task_weight_floor: Annotated[Float, Field(ge=0, lt=1)] = 0.25
 
     @model_validator(mode="before")
     @classmethod

@@ -64,7 +64,11 @@ def objective_from_config(
         generator=generator,
         calibration=config.calibrate,
         monitor=InfeasibilityMonitor(
-            depth, config.infeasibility_window, kind=config.multiplier_kind, where=where
+            depth,
+            config.infeasibility_window,
+            kind=config.multiplier_kind,
+            where=where,
+            task_floor=config.task_weight_floor,
         ),
     )
     if config.dual_source != "heldout":

@@ -16,6 +16,14 @@ once per run, with the remedies that fit how its multipliers move.
 
 :func:`task_weight` is the share of the loss's gradient that is the task's: 1 / Σ_l |w_l|, with w_l = ∂L/∂f_l
 the weight of layer l's loss in the objective (for the Lagrangian with f_{l−1} detached, 1 / (1 + Σ λ_l)).
+The monitor also warns, once, when it falls below ``task_floor``: multipliers that each look harmless can
+together swamp the task (issue 17's SFT run with calibrated targets ended at 0.03 with no single constraint
+positive at 90% of its dual steps, the slacks oscillating around targets that kept moving).
+
+A short run has few dual steps (180 steps with a dual step every 10: 18), fewer than a window of 20 needs
+before it can flag anything. :meth:`InfeasibilityMonitor.fit` shrinks the window to a third of the run's dual
+steps (the trainers call it at the start through ``Objective.sync_step``), so a constraint infeasible from the
+start is named by a third of the way through whatever the run's length.
 """
 
 from __future__ import annotations
@@ -59,6 +67,8 @@ class InfeasibilityMonitor:
             its first half is on its way to being met, and is not flagged.
         kind: how the multipliers move, ``projected``, ``bounded`` or ``resilient``: names the status.
         where: a label for the log line (the method and seed, say).
+        task_floor: warn (once) when the task's share of the loss, :func:`task_weight`, falls below it
+            (0: never).
     """
 
     def __init__(
@@ -69,6 +79,7 @@ class InfeasibilityMonitor:
         kind: str = "projected",
         where: str = "",
         fall: float = 0.5,
+        task_floor: float = 0.25,
     ) -> None:
         if window < 2:
             raise ValueError(f"the infeasibility window needs at least 2 dual steps, got {window}")
@@ -76,19 +87,50 @@ class InfeasibilityMonitor:
             raise ValueError(f"share must be in (0, 1], got {share}")
         if not 0 <= fall < 1:
             raise ValueError(f"fall must be in [0, 1), got {fall}")
+        if not 0 <= task_floor < 1:
+            raise ValueError(f"task_floor must be in [0, 1), got {task_floor}")
         if kind not in REMEDIES:
             raise ValueError(f"kind must be one of {', '.join(REMEDIES)}, got {kind!r}")
         self.num, self.window, self.share, self.kind, self.where = num, window, share, kind, where
-        self.fall = fall
+        self.fall, self.task_floor, self.requested = fall, task_floor, window
+        self.task_low_since: int | None = None  # the dual step at which the task's share fell below the floor
         self._history: list[deque[tuple[float, float]]] = [deque(maxlen=window) for _ in range(num)]
         self.flagged: dict[int, str] = {}  # layer (1..L) -> status
         self.first_seen: dict[int, int] = {}  # layer -> dual step at which it was first flagged
 
+    def fit(self, dual_steps: int) -> int:
+        """Fit the window to a run of ``dual_steps`` dual steps: a third of them, at most the window asked
+        for, at least 2 (what is recorded is kept). Returns the window."""
+        window = max(2, min(self.requested, dual_steps // 3))
+        if window != self.window:
+            if window < self.requested:
+                logger.info(
+                    "infeasibility window: %d dual steps (the run has %d; %d were asked for)",
+                    window, dual_steps, self.requested,
+                )  # fmt: skip
+            self.window = window
+            self._history = [deque(h, maxlen=window) for h in self._history]
+        return window
+
     def update(
-        self, slack: Tensor, multipliers: Tensor, observed: Tensor | None, dual_step: int
+        self,
+        slack: Tensor,
+        multipliers: Tensor,
+        observed: Tensor | None,
+        dual_step: int,
+        task_weight: float | None = None,
     ) -> list[int]:
-        """Record one dual step (slack estimates and multipliers after the step, ``[L]``); returns the layers
-        flagged for the first time in this run, and logs a warning naming them."""
+        """Record one dual step (slack estimates and multipliers after the step, ``[L]``, and the task's share
+        of the loss at the new multipliers); returns the layers flagged for the first time in this run, and
+        logs a warning naming them (and one when the task's share first falls below ``task_floor``)."""
+        if task_weight is not None and task_weight < self.task_floor and self.task_low_since is None:
+            self.task_low_since = dual_step
+            label = f" ({self.where})" if self.where else ""
+            logger.warning(
+                "the task loss holds %.1f%% of the loss's weight at dual step %d%s (Σλ = %.3g): the constraints' "
+                "losses outweigh it. Remedies: %s.",
+                100 * task_weight, dual_step, label, float(multipliers.sum()), REMEDIES[self.kind],
+            )  # fmt: skip
         seen = [True] * self.num if observed is None else [bool(v) for v in observed]
         for l in range(self.num):
             if seen[l]:
@@ -138,6 +180,7 @@ class InfeasibilityMonitor:
             "infeasible_layers": sorted(self.flagged),
             "infeasible_status": {str(l): s for l, s in sorted(self.flagged.items())},
             "infeasible_since": {str(l): self.first_seen[l] for l in sorted(self.flagged)},
+            "task_weight_low_since": self.task_low_since,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -145,6 +188,7 @@ class InfeasibilityMonitor:
             "history": [list(h) for h in self._history],
             "flagged": dict(self.flagged),
             "first_seen": dict(self.first_seen),
+            "task_low_since": self.task_low_since,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -155,3 +199,4 @@ class InfeasibilityMonitor:
             )
         self.flagged = {int(k): v for k, v in state["flagged"].items()}
         self.first_seen = {int(k): int(v) for k, v in state["first_seen"].items()}
+        self.task_low_since = state.get("task_low_since")  # absent in checkpoints written before the floor

@@ -311,7 +311,8 @@ class ConstrainedObjective(Objective):
                 estimate = torch.where(observed, self._slack_sum / count.clamp_min(1.0), 0.0)
         self._slack_sum, self._slack_count = None, None
         value = self.multipliers.step(estimate, observed)
-        self.monitor.update(estimate, value, observed, self.multipliers.steps)
+        weight = task_weight(self.gradient_weights(value.numel()))
+        self.monitor.update(estimate, value, observed, self.multipliers.steps, weight)
         info: dict[str, Any] = {
             "dual_step": self.multipliers.steps,
             "slack_estimate": listed(estimate, observed),
@@ -320,6 +321,11 @@ class ConstrainedObjective(Objective):
         if self.monitor.flagged:
             info["infeasible"] = sorted(self.monitor.flagged)
         return info
+
+    def sync_step(self, step: int, total_steps: int) -> None:
+        """Fits the infeasibility monitor's window to the run's dual steps (a third of them at most)."""
+        if total_steps > 0:
+            self.monitor.fit(total_steps // self.dual_every)
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -73,7 +73,16 @@ class ConstrainedSFTConfig(SFTConfig):
     )
     infeasibility_window: int = field(
         default=20,
-        metadata={"help": "Dual steps with a positive slack that flag a constraint as infeasible."},
+        metadata={
+            "help": "Dual steps with a positive slack that flag a constraint as infeasible (at most a "
+            "third of the run's dual steps)."
+        },
+    )
+    task_weight_floor: float = field(
+        default=0.25,
+        metadata={
+            "help": "Warn when the task's share of the loss, 1 / (1 + sum of multipliers), falls below it."
+        },
     )
     resilient_rho: float | None = field(
         default=None, metadata={"help": "Removed: use resilient_cost (c = resilient_rho × dual_lr)."}
@@ -167,6 +176,7 @@ class ConstrainedSFTConfig(SFTConfig):
                 "calibrate": calibration,
                 "detach_previous": self.detach_previous,
                 "infeasibility_window": self.infeasibility_window,
+                "task_weight_floor": self.task_weight_floor,
                 "relative": self.relative_slack,
             },
             "ConstrainedSFTConfig",
