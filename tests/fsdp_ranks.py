@@ -25,11 +25,11 @@ def build(kind: str, out: Path):
     """The trainer (never ``train()``-ed: the loop is ours, so the Trainer adds no DDP wrapper), its model
     and the two micro-batches of every step."""
     if kind == "sft":
-        from tests.test_sft import common, dataset, tiny_llama, tokenizer
+        from tests.test_sft import PAPER_FORM, common, dataset, tiny_llama, tokenizer
         from unrolled.train.sft import ConstrainedSFTConfig, ConstrainedSFTTrainer
 
         tok = tokenizer()
-        args = ConstrainedSFTConfig(**common(out), constraint_alpha=0.3, dual_lr=1.0)
+        args = ConstrainedSFTConfig(**common(out), **PAPER_FORM, constraint_alpha=0.3, dual_lr=1.0)
         trainer = ConstrainedSFTTrainer(model=tiny_llama(len(tok)), args=args, train_dataset=dataset(),
                                         processing_class=tok)  # fmt: skip
         rows = [trainer.train_dataset[i] for i in range(4)]

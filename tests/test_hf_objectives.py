@@ -14,7 +14,7 @@ trl = pytest.importorskip("trl")
 transformers = pytest.importorskip("transformers")
 
 from tests.test_hf_trainer import Examples, args, solver  # noqa: E402
-from tests.test_sft import _grads_and_loss, common, dataset, tiny_llama, tokenizer  # noqa: E402
+from tests.test_sft import PAPER_FORM, _grads_and_loss, common, dataset, tiny_llama, tokenizer  # noqa: E402
 from unrolled.config import from_dict  # noqa: E402
 from unrolled.constrained import ConstraintConfig, EarlyExitConfig, early_exit_scales  # noqa: E402
 from unrolled.train.hf import ConstrainedTrainer  # noqa: E402
@@ -42,7 +42,7 @@ def test_sft_early_exit_loss_is_the_naive_weighted_sum_of_the_layers(tmp_path):
     tok = tokenizer()
     model = tiny_llama(len(tok))
     cfg = ConstrainedSFTConfig(
-        **common(tmp_path), layer_objective="early_exit", early_exit_scale=0.5, early_exit_scale_type="l",
+        **common(tmp_path), **PAPER_FORM, layer_objective="early_exit", early_exit_scale=0.5, early_exit_scale_type="l",
         completion_only_loss=True,
     )  # fmt: skip
     trainer = ConstrainedSFTTrainer(model=model, args=cfg, train_dataset=dataset(), processing_class=tok)
@@ -88,7 +88,7 @@ def test_with_zero_multipliers_no_layer_is_read_between_monitoring_steps(tmp_pat
 def test_sft_flags_infeasible_constraints_in_its_logs(tmp_path, caplog):
     tok = tokenizer()
     kw = {**common(tmp_path), "max_steps": 6}
-    cfg = ConstrainedSFTConfig(**kw, constraint_alpha=0.95, dual_lr=0.5, infeasibility_window=3)
+    cfg = ConstrainedSFTConfig(**kw, **PAPER_FORM, constraint_alpha=0.95, dual_lr=0.5, infeasibility_window=3)
     trainer = ConstrainedSFTTrainer(
         model=tiny_llama(len(tok)), args=cfg, train_dataset=dataset(), processing_class=tok
     )
@@ -105,7 +105,7 @@ def test_sft_flags_infeasible_constraints_in_its_logs(tmp_path, caplog):
 def test_sft_calibration_starts_every_constraint_feasible(tmp_path):
     tok = tokenizer()
     cfg = ConstrainedSFTConfig(
-        **common(tmp_path), constraint_alpha=0.3, calibrate="relax", calibration_batches=1,
+        **common(tmp_path), **PAPER_FORM, constraint_alpha=0.3, calibrate="relax", calibration_batches=1,
         calibration_margin=0.01,
     )  # fmt: skip
     trainer = ConstrainedSFTTrainer(

@@ -55,6 +55,13 @@ def tiny_llama(vocab: int, seed: int = 0):
     return transformers.LlamaForCausalLM(cfg)
 
 
+# the constraint as Sec. 5.3 of the paper writes it (the checks below compare with its naive form): absolute
+# slacks, f_(l-1) detached, every token read, unbounded multipliers, a dual step every optimizer step
+PAPER_FORM = dict(
+    relative_slack=False, detach_previous=True, readout_token_fraction=1.0, multiplier_max=None, dual_every=1
+)
+
+
 def common(out: Path, **kw) -> dict:
     return dict(
         output_dir=str(out), per_device_train_batch_size=4, max_steps=1, report_to="none", use_cpu=True,
@@ -69,6 +76,20 @@ def _grads_and_loss(trainer, model, batch):
     loss = trainer.compute_loss(model, dict(batch))
     loss.backward()
     return float(loss.detach()), [p.grad.clone() for p in model.parameters()]
+
+
+def test_the_default_is_the_recipe_the_sft_study_measured(tmp_path):
+    """ConstrainedSFTConfig's defaults are sft_recipes' attached_margin setting, field for field (the study's
+    numbers in docs/CONSTRAINTS.md section 6 are the defaults' numbers)."""
+    from unrolled.experiments.config import load_config, resolve_config
+    from unrolled.experiments.sft.unit import _objective_fields
+
+    study = load_config(resolve_config("sft_recipes"))
+    (method,) = [m for m in study.methods if m.name == "attached_margin"]
+    default = ConstrainedSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    measured = _objective_fields(method)
+    assert {k: getattr(default, k) for k in measured} == measured
+    assert default.constraint_config().task_weight_floor == 0.25  # the diagnosis stays on
 
 
 def test_with_zero_multipliers_the_gradient_is_sfttrainers(tmp_path):
@@ -119,7 +140,7 @@ def test_with_multipliers_the_loss_is_the_naive_lagrangian_and_masks_are_trls(tm
     tok = tokenizer()
     model = tiny_llama(len(tok))
     trainer = ConstrainedSFTTrainer(
-        model=model, args=ConstrainedSFTConfig(**common(tmp_path), constraint_alpha=0.2, completion_only_loss=True),
+        model=model, args=ConstrainedSFTConfig(**common(tmp_path), **PAPER_FORM, constraint_alpha=0.2, completion_only_loss=True),
         train_dataset=dataset(), processing_class=tok,
     )  # fmt: skip
     batch = next(iter(trainer.get_train_dataloader()))
@@ -202,7 +223,7 @@ def test_uniform_noise_has_trls_neftune_scale():
 
 def test_a_resumed_sft_run_holds_its_multipliers(tmp_path):
     tok = tokenizer()
-    args = dict(constraint_alpha=0.3, dual_lr=2.0, per_device_train_batch_size=2)
+    args = dict(**PAPER_FORM, constraint_alpha=0.3, dual_lr=2.0, per_device_train_batch_size=2)
 
     def run(out, seed=0, **kw):
         t = ConstrainedSFTTrainer(
@@ -225,10 +246,10 @@ def test_a_resumed_sft_run_holds_its_multipliers(tmp_path):
 _ACCELERATE_SCRIPT = """
 import json, os, sys, torch
 sys.path.insert(0, {tests!r})
-from test_sft import ConstrainedSFTConfig, ConstrainedSFTTrainer, common, dataset, tiny_llama, tokenizer
+from test_sft import PAPER_FORM, ConstrainedSFTConfig, ConstrainedSFTTrainer, common, dataset, tiny_llama, tokenizer
 torch.set_num_threads(1)
 tok = tokenizer()
-args = ConstrainedSFTConfig(**{{**common({out!r}), "max_steps": 3, "per_device_train_batch_size": 2}}, constraint_alpha=0.3, dual_lr=2.0)
+args = ConstrainedSFTConfig(**{{**common({out!r}), **PAPER_FORM, "max_steps": 3, "per_device_train_batch_size": 2}}, constraint_alpha=0.3, dual_lr=2.0)
 trainer = ConstrainedSFTTrainer(model=tiny_llama(len(tok)), args=args, train_dataset=dataset(), processing_class=tok)
 trainer.train()
 json.dump(trainer.objective.multipliers.value.tolist(), open(os.path.join({out!r}, f"rank{{os.environ['RANK']}}.json"), "w"))

@@ -3,8 +3,12 @@
 :class:`ConstrainedSFTConfig` is ``trl.SFTConfig`` plus the constraint fields; :class:`ConstrainedSFTTrainer`
 is ``trl.SFTTrainer`` with ``compute_loss`` overridden. A TRL user swaps the two classes in an existing script:
 
-    trainer = ConstrainedSFTTrainer(model=model, args=ConstrainedSFTConfig(..., constraint_alpha=0.1),
-                                    train_dataset=dataset, peft_config=lora)
+    trainer = ConstrainedSFTTrainer(model=model, args=ConstrainedSFTConfig(...), train_dataset=dataset,
+                                    peft_config=lora)
+
+The defaults are the recipe issue 17's SFT study measured to keep the pretrained model best (docs/CONSTRAINTS.md,
+section 6): α = 0.01 on every layer, slacks relative to the layer before, f_{l−1} left in the graph, λ ≤ 1,
+a dual step of η_λ = 2 every 5 optimizer steps, intermediate layers read on a quarter of the trained tokens.
 
 The loss is SFTTrainer's own (the last layer, TRL's masks and normalisation, its metrics) plus Σ λ_l s_l, with
 s_l = f_l − (1 − α_l) f_{l−1} and f_l the token cross-entropy of layer l read out by the logit lens (the final
@@ -44,7 +48,7 @@ class ConstrainedSFTConfig(SFTConfig):
         },
     )
     constraint_alpha: float | None = field(
-        default=0.1, metadata={"help": "α of every constraint f_l <= (1 - α) f_(l-1); None: plain SFT."}
+        default=0.01, metadata={"help": "α of every constraint f_l <= (1 - α) f_(l-1); None: plain SFT."}
     )
     constraint_alphas: list[float] | None = field(
         default=None, metadata={"help": "One α per layer (overrides; negative: the layer may rise by -α)."}
@@ -52,13 +56,13 @@ class ConstrainedSFTConfig(SFTConfig):
     constrained_layers: list[int] | None = field(
         default=None, metadata={"help": "The layers (1..L) that carry a constraint; default all."}
     )
-    dual_lr: float = field(default=1.0, metadata={"help": "Dual step size η_λ."})
-    dual_every: int = field(default=1, metadata={"help": "Optimizer steps between dual steps."})
+    dual_lr: float = field(default=2.0, metadata={"help": "Dual step size η_λ."})
+    dual_every: int = field(default=5, metadata={"help": "Optimizer steps between dual steps."})
     resilient_cost: float | None = field(
         default=None, metadata={"help": "Resilient relaxation's cost c (λ settles at c·s; None: none)."}
     )
     multiplier_max: float | None = field(
-        default=None, metadata={"help": "Upper bound λ_max of every multiplier (None: unbounded)."}
+        default=1.0, metadata={"help": "Upper bound λ_max of every multiplier (None: unbounded)."}
     )
     calibrate: str | None = field(
         default=None,
@@ -69,7 +73,7 @@ class ConstrainedSFTConfig(SFTConfig):
         default=0.0, metadata={"help": "Calibration's extra room (share of f_(l-1))."}
     )
     relative_slack: bool = field(
-        default=False, metadata={"help": "Measure each slack relative to the layer before: s_l / f_(l-1)."}
+        default=True, metadata={"help": "Measure each slack relative to the layer before: s_l / f_(l-1)."}
     )
     infeasibility_window: int = field(
         default=20,
@@ -103,9 +107,9 @@ class ConstrainedSFTConfig(SFTConfig):
     early_exit_layers: list[int] | None = field(
         default=None, metadata={"help": "Early exit: the exits (1..L; default all)."}
     )
-    detach_previous: bool = field(default=True, metadata={"help": "Stop gradients through f_(l-1) in s_l."})
+    detach_previous: bool = field(default=False, metadata={"help": "Stop gradients through f_(l-1) in s_l."})
     readout_token_fraction: float = field(
-        default=1.0, metadata={"help": "Share of trained tokens the intermediate layers are read out on."}
+        default=0.25, metadata={"help": "Share of trained tokens the intermediate layers are read out on."}
     )
     readout_chunk_tokens: int = field(default=1024, metadata={"help": "Tokens per chunk of the logit lens."})
     embedding_noise: str | None = field(
