@@ -5,7 +5,9 @@ compiled ERM, eager constrained, compiled constrained (every multiplier positive
 back-propagated; the most expensive case). The compiled steps use :class:`unrolled.train.compiled.CompiledLoss`,
 exactly what the training loop uses. Reported: each step's median time (``_harness.compare_steps``: the
 variants alternate), its memory, the one-time compile cost (the first compiled step's time less a steady
-step's: tracing, AOT autograd and code generation of the forward and backward graphs), the ratios
+step's: tracing, AOT autograd and code generation of the forward and backward graphs, with Inductor's
+caches off, as on a first run; a later run on the same machine finds the generated code in Inductor's cache
+and compiles in a few seconds), the ratios
 compiled / eager and constrained / ERM, and the share of the machine's float32 matmul peak each reaches
 (floating-point operations of the eager step counted by ``torch.utils.flop_counter.FlopCounterMode``: the
 matrix products, forward and backward; elementwise work is not counted).
@@ -94,7 +96,10 @@ def compiled_comparison(
             if compiled:
                 sync()
                 t0 = time.perf_counter()
-                step()  # tracing and code generation happen here (forward and backward)
+                # tracing and code generation happen here (forward and backward); Inductor's caches are off
+                # for it, so the figure is a first run's cost, not a cache hit of an earlier process
+                with torch._inductor.config.patch(force_disable_caches=True):
+                    step()
                 sync()
                 compile_first[key] = time.perf_counter() - t0
             steps[key] = step
