@@ -181,7 +181,9 @@ def plot_layerwise(
         return
     panels = [g for g in (results["train_gamma"], measured[-1]) if g in measured] or measured[:1]
     panels = list(dict.fromkeys(panels))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    outside = len(results["methods"]) > 4  # a long legend goes beside the panels, not over the curves
+    width = 5.2 * len(panels) + (4.5 if outside else 0.0)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 4.0), squeeze=False)
     for ax, g in zip(axes[0], panels, strict=True):
         for m in results["methods"].values():
             curve = m[key][str(g)]
@@ -192,7 +194,10 @@ def plot_layerwise(
         ax.set_ylabel(ylabel)
         ax.set_title(f"γ = {g:g}", fontsize=9)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    if outside:
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        axes[0][0].legend(fontsize=7)
     save(fig, path, plt)
 
 

@@ -152,6 +152,7 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
             plt,
             "layer_loss_mean",
             "eval cross-entropy of the logit lens",
+            log=True,  # the embedding's readout (layer 0) is ~100 nats, the last layer's ~2
         )
         parts += [
             "![token accuracy vs γ](accuracy_vs_gamma.png)",
