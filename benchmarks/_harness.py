@@ -30,9 +30,15 @@ ROOT = RESULTS_DIR.parents[1]
 
 
 def _sources(module: str) -> list[Path]:
-    """The source files of a module, or of every module of a package (``unrolled.constrained``)."""
+    """The source files of a module, or of every module of a package (``unrolled.constrained``); a package's
+    own ``__init__.py`` alone as ``unrolled.models.__init__``."""
     import importlib.util
 
+    if module.endswith(".__init__"):
+        spec = importlib.util.find_spec(module.removesuffix(".__init__"))
+        if spec is None or spec.origin is None:
+            raise ValueError(f"no source for measured module {module!r}")
+        return [Path(spec.origin)]
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
         raise ValueError(f"no source for measured module {module!r}")

@@ -27,6 +27,7 @@ BUILTIN: dict[str, str] = {
     "text": "unrolled.experiments.text",
     "audit": "unrolled.experiments.audit",
     "sft": "unrolled.experiments.sft",
+    "icl": "unrolled.experiments.icl",
 }
 """The built-in families: ``task.kind`` -> the module that registers it."""
 

@@ -102,6 +102,8 @@ class UnrolledLayer(nn.Module):
             LayerNorm weights 1.
         init_std: the std of the small matrices of ``init="identity"``.
         generator: random generator for the initialisation.
+        causal: token j attends to tokens i ≤ j only (a prompt read left to right, as the in-context
+            learners of :mod:`unrolled.models.icl` need); default False: every token sees every token.
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class UnrolledLayer(nn.Module):
         init: UTInit = "identity",
         init_std: float = 0.02,
         generator: torch.Generator | None = None,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         _check_dims(width, 1, heads)
@@ -125,7 +128,7 @@ class UnrolledLayer(nn.Module):
             raise ValueError(f"init must be 'identity' or 'random', got {init!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.width, self.heads, self.dropout = width, heads, dropout
+        self.width, self.heads, self.dropout, self.causal = width, heads, dropout, causal
         self.norm = nn.LayerNorm(width) if norm == "layer" else nn.Identity()
         self.Q = nn.Linear(width, width, bias=False)
         self.K = nn.Linear(width, width, bias=False)
@@ -156,8 +159,17 @@ class UnrolledLayer(nn.Module):
         query, key, value = (split_heads(p(h), self.heads) for p in (self.K, self.Q, self.V))
         drop_p = self.dropout if self.training else 0.0
         attn_mask = None if key_mask is None else key_mask.bool()[:, None, None, :]
+        causal = self.causal
+        if (
+            causal and attn_mask is not None
+        ):  # SDPA takes one or the other: fold the causal part into the mask
+            N = X.shape[1]
+            attn_mask = attn_mask & torch.ones(N, N, dtype=torch.bool, device=X.device).tril()
+            causal = False
         return merge_heads(
-            F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, dropout_p=drop_p)
+            F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attn_mask, dropout_p=drop_p, is_causal=causal
+            )
         )
 
     def forward(self, X: Tensor, key_mask: Tensor | None = None) -> Tensor:
@@ -171,7 +183,7 @@ class UnrolledTransformer(nn.Module):
 
     Args:
         width: D; depth: L >= 1; heads: H (must divide D).
-        activation, norm, dropout, init, init_std, generator: see :class:`UnrolledLayer`.
+        activation, norm, dropout, init, init_std, generator, causal: see :class:`UnrolledLayer`.
     """
 
     def __init__(
@@ -185,12 +197,13 @@ class UnrolledTransformer(nn.Module):
         init: UTInit = "identity",
         init_std: float = 0.02,
         generator: torch.Generator | None = None,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         _check_dims(width, depth, heads)
         self.width, self.depth, self.heads = width, depth, heads
         self.layers = nn.ModuleList(
-            UnrolledLayer(width, heads, activation, norm, dropout, init, init_std, generator)
+            UnrolledLayer(width, heads, activation, norm, dropout, init, init_std, generator, causal)
             for _ in range(depth)
         )
 

@@ -161,21 +161,41 @@ class ConjugateGradient(FirstOrderSolver):
             raise ValueError(f"steps must be >= 0, got {steps}")
         X = batch.X.permute(1, 2, 0).contiguous()  # [n, d, B]
         H = torch.linalg.vecdot(X.unsqueeze(2), X.unsqueeze(1), dim=0)  # XᵀX  [d, d, B]
-        r = torch.linalg.vecdot(X, batch.y.T.unsqueeze(1), dim=0)  # residual b − H w at w = 0: Xᵀy  [d, B]
-        tiny = torch.finfo(r.dtype).tiny  # 0 / tiny = 0: a converged prompt stops moving, no NaN
-        w, p = torch.zeros_like(r), r
-        rr = torch.linalg.vecdot(r, r, dim=0)
-        states = [w.T]
-        for _ in range(steps):
-            Hp = torch.linalg.vecdot(H, p.unsqueeze(0), dim=1)
-            step = rr / torch.linalg.vecdot(p, Hp, dim=0).clamp_min(tiny)  # exact line search along p
-            w = torch.addcmul(w, step, p)
-            r = torch.addcmul(r, step, Hp, value=-1.0)
-            rr_next = torch.linalg.vecdot(r, r, dim=0)
-            p = torch.addcmul(r, rr_next / rr.clamp_min(tiny), p)  # Fletcher–Reeves
-            rr = rr_next
-            states.append(w.T)
-        return Trajectory(tuple(states), linear_readout(batch.x_query))
+        rhs = torch.linalg.vecdot(X, batch.y.T.unsqueeze(1), dim=0)  # Xᵀy  [d, B]
+        return Trajectory(tuple(cg_iterates(H, rhs, steps)), linear_readout(batch.x_query))
+
+
+def cg_iterates(H: Tensor, rhs: Tensor, steps: int) -> list[Tensor]:
+    """Conjugate gradient on H w = rhs from w_0 = 0 (Fletcher–Reeves, exact line search), batch-last.
+
+    Args:
+        H: symmetric positive semi-definite systems ``[d, d, M]``.
+        rhs: right-hand sides ``[d, M]``.
+        steps: iterations K.
+
+    Returns:
+        The iterates w_0..w_K, each ``[M, d]``. A system stops where its search direction has no curvature
+        left (p·Hp ≤ 10 eps · tr(H) · ‖p‖²: a zero residual, or on a singular H a direction that round-off
+        put in its null space), so converged and rank-deficient systems stay put instead of blowing up.
+    """
+    tiny = torch.finfo(rhs.dtype).tiny
+    floor = 10 * torch.finfo(rhs.dtype).eps * torch.diagonal(H).sum(dim=-1)  # [M]
+    r = rhs  # residual rhs − H w at w = 0
+    w, p = torch.zeros_like(r), r
+    rr = torch.linalg.vecdot(r, r, dim=0)
+    states = [w.T]
+    for _ in range(steps):
+        Hp = torch.linalg.vecdot(H, p.unsqueeze(0), dim=1)
+        pHp = torch.linalg.vecdot(p, Hp, dim=0)
+        flat = pHp <= floor * torch.linalg.vecdot(p, p, dim=0)
+        step = torch.where(flat, 0.0, rr / pHp.clamp_min(tiny))  # exact line search along p
+        w = torch.addcmul(w, step, p)
+        r = torch.addcmul(r, step, Hp, value=-1.0)
+        rr_next = torch.linalg.vecdot(r, r, dim=0)
+        p = torch.addcmul(r, rr_next / rr.clamp_min(tiny), p)  # Fletcher–Reeves
+        rr = rr_next
+        states.append(w.T)
+    return states
 
 
 class LFOM(FirstOrderSolver):

@@ -18,7 +18,7 @@ from unrolled.config import ConfigModel, Float, Int
 from unrolled.seeding import derive_seed
 from unrolled.validation import check
 
-Covariance = Literal["isotropic", "rotated", "rotated_text", "mixture"]
+Covariance = Literal["isotropic", "rotated", "rotated_text", "skewed", "mixture"]
 Positive = Annotated[Float, Field(gt=0)]
 
 
@@ -37,8 +37,12 @@ class RegressionConfig(ConfigModel):
       * ``isotropic``: x ~ N(0, I), w* ~ N(0, I).
       * ``rotated`` (the published figures): x = U D g, w* = U D⁻¹ g', D = diag(scales).
       * ``rotated_text`` (the paper's text): Σ = Uᵀ diag(scales) U, x ~ N(0, Σ), w* ~ N(0, Σ⁻¹).
+      * ``skewed`` (Garg et al. 2022's skewed-covariance shift): x = g T with T = U diag(s) Uᵀ scaled so that
+        E‖x‖² = d, s_i = (i + 1)^(−``skew``) (or ``scales``), w* ~ N(0, I). ``skew: 1`` is Garg's; 0 is isotropic.
       * ``mixture``: every coordinate of a token's x from the same mixture component; w* ~ N(0, I).
     ``variance`` (σ²) scales the variance of both x and w*; ``label_noise`` is the std of label noise.
+    ``sparsity``: k, w* keeps k coordinates drawn at random per prompt and zeroes the rest (Garg et al.'s sparse
+    regression; the families whose w* ~ N(0, I) only).
     """
 
     kind: Literal["regression"] = "regression"
@@ -49,9 +53,18 @@ class RegressionConfig(ConfigModel):
     variance: Positive = 1.0
     label_noise: Annotated[Float, Field(ge=0)] = 0.0
     mixture: Annotated[tuple[MixtureComponent, ...], Field(min_length=1)] | None = None
+    skew: Annotated[Float, Field(ge=0)] = 1.0
+    sparsity: Annotated[Int, Field(ge=1)] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> RegressionConfig:
+        if self.sparsity is not None:
+            check(self.sparsity <= self.d, "sparsity", f"must be <= d = {self.d}, got {self.sparsity}")
+            check(
+                self.covariance not in ("rotated", "rotated_text"),
+                "sparsity",
+                f"sparse w* needs a family with w* ~ N(0, I), not covariance {self.covariance!r}",
+            )
         if self.scales is not None:
             check(len(self.scales) == self.d, "scales", f"needs d = {self.d} entries, got {len(self.scales)}")
         elif self.covariance in ("rotated", "rotated_text"):
@@ -73,9 +86,12 @@ class RegressionConfig(ConfigModel):
 
     @property
     def resolved_scales(self) -> tuple[float, ...]:
-        """The diagonal D of the rotated families (the published figures' default for d = 5)."""
+        """The diagonal D of the rotated families (the published figures' default for d = 5), or the
+        eigenvalues s of the skewed family's transform (i + 1)^(−skew)."""
         if self.scales is not None:
             return self.scales
+        if self.covariance == "skewed":
+            return tuple(float((i + 1) ** -self.skew) for i in range(self.d))
         return (1.0, 1.0, 0.5, 0.25, 1.0)
 
 
@@ -171,6 +187,10 @@ class RegressionTask:
             U = random_rotation(d, derive_seed(seed, "rotation"))
             self._x_map = torch.diag(scales.sqrt()) @ U
             self._w_map = torch.diag(scales.rsqrt()) @ U
+        elif config.covariance == "skewed":
+            # Garg et al.'s sample_transformation(normalize=True): T = U diag(s) Uᵀ · √(d / Σ s²), w* ~ N(0, I)
+            U = random_rotation(d, derive_seed(seed, "rotation"))
+            self._x_map = U @ torch.diag(scales) @ U.T * math.sqrt(d / float((scales**2).sum()))
 
     @property
     def d(self) -> int:
@@ -207,16 +227,27 @@ class RegressionTask:
         generator: torch.Generator | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        n: int | None = None,
+        active_dims: int | None = None,
     ) -> RegressionBatch:
         """Draw ``batch_size`` prompts: a :class:`RegressionBatch` with ``X [B, n, d]`` etc.
 
         Sampling is done in float64 on the CPU from ``generator`` (so a seed gives the same prompts on
         every device and dtype), then cast.
+
+        Args:
+            n: context pairs per prompt (default: the config's ``n``).
+            active_dims: Garg et al.'s dimension curriculum: the coordinates of x from ``active_dims`` on are
+                zeroed before the labels are computed (default: all d are active).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         cfg = self.config
-        B, n, d = batch_size, cfg.n, cfg.d
+        B, n, d = batch_size, cfg.n if n is None else n, cfg.d
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if active_dims is not None and not 1 <= active_dims <= d:
+            raise ValueError(f"active_dims must be in [1, d = {d}], got {active_dims}")
         f64 = torch.float64
         g = torch.randn(B, n + 1, d, generator=generator, dtype=f64)
         gw = torch.randn(B, d, generator=generator, dtype=f64)
@@ -231,23 +262,47 @@ class RegressionTask:
             sd = torch.tensor([math.sqrt(c.variance) for c in cfg.mixture], dtype=f64)[comp]
             x = mu + sd * g
             w = gw
-        elif self._x_map is not None and self._w_map is not None:
+        elif self._x_map is not None:
             x = g @ self._x_map
-            w = gw @ self._w_map
+            w = gw if self._w_map is None else gw @ self._w_map
         else:
             x, w = g, gw
         scale = math.sqrt(cfg.variance)
         x, w = x * scale, w * scale
+        if cfg.sparsity is not None:  # k coordinates of w* kept, chosen per prompt
+            keep = torch.rand(B, d, generator=generator, dtype=f64).argsort(dim=1)[:, : cfg.sparsity]
+            w = w * torch.zeros(B, d, dtype=f64).scatter_(1, keep, 1.0)
+        if active_dims is not None and active_dims < d:
+            x = x.clone()
+            x[..., active_dims:] = 0
         y = torch.einsum("bnd,bd->bn", x, w)
         if cfg.label_noise > 0:
             y = y + cfg.label_noise * torch.randn(B, n + 1, generator=generator, dtype=f64)
         batch = RegressionBatch(X=x[:, :n], y=y[:, :n], x_query=x[:, n], y_query=y[:, n], w_star=w)
         return batch.to(device=device, dtype=dtype)
 
+    def weight_covariance(self) -> Tensor:
+        """E[w* w*ᵀ] (float64 ``[d, d]``, variance scale included): the Gaussian prior of the Bayes predictor.
+
+        Raises:
+            ValueError: for sparse w* (not Gaussian; Lasso is the baseline there).
+        """
+        cfg = self.config
+        if cfg.sparsity is not None:
+            raise ValueError("sparse w* has no Gaussian prior: the Bayes predictor is not ridge here")
+        cov = torch.eye(cfg.d, dtype=torch.float64)
+        if self._w_map is not None:
+            cov = self._w_map.T @ self._w_map
+        return cov * cfg.variance
+
     def zero_predictor_loss(self) -> float:
         """E[y_q²]: the loss of always predicting 0 (d·σ⁴ for the Gaussian families, plus noise)."""
         cfg = self.config
-        if cfg.covariance == "mixture":
+        if cfg.sparsity is not None:
+            return float(cfg.variance * torch.trace(self.input_second_moment())) * cfg.sparsity / cfg.d + (
+                cfg.label_noise**2
+            )
+        if cfg.covariance in ("mixture", "skewed"):
             # E[(x·w)^2] = E[x^T E[w w^T] x] = σ² E‖x‖² with w ~ N(0, σ² I)
             return float(cfg.variance * torch.trace(self.input_second_moment())) + cfg.label_noise**2
         return cfg.d * cfg.variance**2 + cfg.label_noise**2

@@ -1,0 +1,232 @@
+"""The figures of an in-context learning report; each returns False when the results hold nothing to draw."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from unrolled.report import nums, save
+
+TRAIN_VALUE = {"variance": 1.0, "skew": 0.0, "label_noise": 0.0, "mixture": None, "points": None}
+"""Where a shift family's size axis meets the isotropic, noiseless training task (None: it does not)."""
+
+
+def _style(results: dict[str, Any], name: str) -> dict[str, Any]:
+    objective = results["methods"][name]["objective"]
+    return {"erm": {"ls": "-", "marker": "o"}, "constrained": {"ls": "-", "marker": "s"}}.get(
+        objective, {"ls": "--", "marker": "^"}
+    )
+
+
+def error_vs_examples(results: dict[str, Any], path: Path, plt: Any) -> bool:
+    """Garg et al.'s figure: normalised error against the number of in-context examples (test)."""
+    if not results["learners"]:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, entry in results["learners"].items():
+        curve = nums(entry["splits"]["test"]["curve"])
+        ax.plot(
+            range(len(curve)), curve, ms=3, label=results["methods"][name]["label"], **_style(results, name)
+        )
+    base = results["baselines"].get("test", {})
+    for name, style in (("least_squares", "k:"), ("bayes", "k--"), ("lasso", "k-.")):
+        if name in base:
+            curve = nums(base[name]["curves"][0])
+            ax.plot(range(len(curve)), curve, style, lw=1.5, label=name.replace("_", " "))
+    d = results["d"]
+    ax.axvline(d, color="0.6", lw=0.8)
+    ax.text(d, ax.get_ylim()[1] * 0.97, " n = d", fontsize=8, color="0.4", va="top")
+    ax.set_xlabel("in-context examples n")
+    ax.set_ylabel("squared error / d")
+    ax.set_title(f"test prompts, d = {d}", fontsize=10)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    save(fig, path, plt)
+    return True
+
+
+def layers(results: dict[str, Any], path: Path, plt: Any) -> bool:
+    """Error at the last pair after every layer: the shared readout (solid) and a probe per layer (dashed)."""
+    if not results["learners"]:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (name, entry) in enumerate(results["learners"].items()):
+        color = f"C{i % 10}"
+        curve = nums(entry["splits"]["test"]["layers_last"])
+        ax.plot(range(len(curve)), curve, "-o", ms=3, color=color, label=results["methods"][name]["label"])
+        reading = entry.get("reading")
+        if reading is not None:
+            probe = nums(reading["probe_last"])
+            ax.plot(range(len(probe)), probe, "--", lw=1, color=color)
+    ls = results["baselines"].get("test", {}).get("least_squares")
+    if ls:
+        ax.axhline(max(ls["last"][0], 1e-6), color="k", ls=":", lw=1, label="least squares")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer l (0: the embedding read out)")
+    ax.set_ylabel("squared error / d at the last pair")
+    ax.set_title("solid: shared readout; dashed: a linear probe per layer", fontsize=9)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    save(fig, path, plt)
+    return True
+
+
+def reading(results: dict[str, Any], path: Path, plt: Any) -> bool:
+    """Heatmaps of the similarity of residuals (probe reading), layer × iteration count, per learner."""
+    rows = [(n, e["reading"]) for n, e in results["learners"].items() if e.get("reading")]
+    if not rows:
+        return False
+    methods = ("newton", "cg", "gd")
+    fig, axes = plt.subplots(len(rows), 3, figsize=(13, 2.6 * len(rows) + 0.6), squeeze=False)
+    for r, (name, read) in enumerate(rows):
+        for c, m in enumerate(methods):
+            ax = axes[r][c]
+            block = read["probe"][m]
+            sim = [nums(row) for row in block["similarity"]][1:]  # layers 1..L
+            counts = block["counts"]
+            im = ax.imshow(sim, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, origin="lower")
+            for l, k in enumerate(block["best"][1:]):
+                ax.add_patch(
+                    plt.Rectangle((counts.index(k) - 0.5, l - 0.5), 1, 1, fill=False, ec="red", lw=1.5)
+                )
+            step = max(1, len(counts) // 8)
+            ax.set_xticks(range(0, len(counts), step), [str(k) for k in counts[::step]], fontsize=7)
+            ax.set_yticks(range(len(sim)), [str(l + 1) for l in range(len(sim))], fontsize=7)
+            ax.set_xlabel(f"{m.upper() if m != 'newton' else 'Newton'} iterations k", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{results['methods'][name]['label']}\nlayer", fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.6, label="cosine similarity of residuals")
+    save(fig, path, plt)
+    return True
+
+
+def best_k(results: dict[str, Any], path: Path, plt: Any) -> bool:
+    """The best-matching iteration count of Newton, CG and GD against the layer (probe reading)."""
+    rows = [(n, e["reading"]) for n, e in results["learners"].items() if e.get("reading")]
+    if not rows:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for c, m in enumerate(("newton", "cg", "gd")):
+        ax = axes[c]
+        for i, (name, read) in enumerate(rows):
+            best = read["probe"][m]["best"][1:]
+            ax.plot(range(1, len(best) + 1), best, marker="o", ms=4, color=f"C{i % 10}",
+                    label=results["methods"][name]["label"], ls=_style(results, name)["ls"])  # fmt: skip
+        if m == "gd":
+            ax.set_yscale("symlog", linthresh=1)
+        ax.set_xlabel("layer l")
+        ax.set_ylabel(f"best-matching {m if m != 'newton' else 'Newton'} iterations k")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    save(fig, path, plt)
+    return True
+
+
+def _families(results: dict[str, Any]) -> dict[str, list[tuple[float, str]]]:
+    fams: dict[str, list[tuple[float, str]]] = {}
+    for split, info in results["splits"].items():
+        if info["family"] is not None:
+            fams.setdefault(info["family"], []).append((info["size"], split))
+    return {f: sorted(v) for f, v in fams.items()}
+
+
+def _with_test(
+    results: dict[str, Any], family: str, sizes: list[tuple[float, str]]
+) -> list[tuple[float, str]]:
+    """The family's sizes with the training distribution's own point (``test``) where its axis has one."""
+    train = TRAIN_VALUE[family] if family != "points" else float(results["points"])
+    if train is None or any(math.isclose(s, train) for s, _ in sizes):
+        return sizes
+    return sorted([*sizes, (train, "test")])
+
+
+def shift_gaps(results: dict[str, Any], path: Path, plt: Any) -> bool:
+    """Per shift family: layerwise method − ERM (error at the last pair) against the shift's size, 95% seed
+    intervals; the in-distribution point included where the axis has one."""
+    gaps, fams = results.get("gaps") or {}, _families(results)
+    if not gaps or not fams:
+        return False
+    fig, axes = plt.subplots(1, len(fams), figsize=(3.6 * len(fams) + 1.5, 3.6), squeeze=False)
+    for ax, (family, sizes) in zip(axes[0], fams.items(), strict=True):
+        points = _with_test(results, family, sizes)
+        for i, (name, g) in enumerate(gaps.items()):
+            xs = [s for s, _ in points]
+            ys = nums([g["splits"][split]["last"]["mean"] for _, split in points])
+            err = nums([g["splits"][split]["last"]["ci"] or 0.0 for _, split in points])
+            ax.errorbar([x + 0.01 * i * (xs[-1] - xs[0] or 1) for x in xs], ys, yerr=err, marker="os^dv"[i % 5],
+                        ms=4, capsize=3, label=results["methods"][name]["label"], color=f"C{i % 10}")  # fmt: skip
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel({"variance": "σ²", "skew": "skew exponent p", "label_noise": "label noise std",
+                       "points": "pairs per prompt", "mixture": "mixture mean scale"}[family])  # fmt: skip
+        ax.set_title(family.replace("_", " "), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("error − ERM's (squared error / d)")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    save(fig, path, plt)
+    return True
+
+
+def shift_errors(results: dict[str, Any], path: Path, plt: Any) -> bool:
+    """Per shift family: every learner's error at the last pair against the size, beside least squares."""
+    fams = _families(results)
+    if not fams or not results["learners"]:
+        return False
+    fig, axes = plt.subplots(1, len(fams), figsize=(3.6 * len(fams) + 1.5, 3.6), squeeze=False)
+    for ax, (family, sizes) in zip(axes[0], fams.items(), strict=True):
+        points = _with_test(results, family, sizes)
+        xs = [s for s, _ in points]
+        for name, entry in results["learners"].items():
+            ys = nums([entry["splits"][split]["last"]["mean"] for _, split in points])
+            ax.plot(xs, ys, ms=4, label=results["methods"][name]["label"], **_style(results, name))
+        ls = [results["baselines"].get(split, {}).get("least_squares") for _, split in points]
+        if all(ls):
+            ax.plot(xs, nums([b["last"][0] for b in ls]), "k:", label="least squares")
+        ax.set_yscale("log")
+        ax.set_title(family.replace("_", " "), fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("squared error / d at the last pair")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    save(fig, path, plt)
+    return True
+
+
+def learning_curve(results: dict[str, Any], path: Path, plt: Any) -> bool:
+    """Held-out error at the last pair against the training step (mean over seeds, ± one std band)."""
+    rows = [(n, e["learning_curve"]) for n, e in results["learners"].items() if e.get("learning_curve")]
+    rows = [(n, c) for n, c in rows if c["steps"]]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (name, c) in enumerate(rows):
+        mean, sd = nums(c["last"]), nums(c["last_sd"])
+        ax.plot(c["steps"], mean, color=f"C{i % 10}", label=results["methods"][name]["label"],
+                ls=_style(results, name)["ls"])  # fmt: skip
+        lo = [max(m - s, 1e-6) for m, s in zip(mean, sd, strict=True)]
+        ax.fill_between(c["steps"], lo, [m + s for m, s in zip(mean, sd, strict=True)], color=f"C{i % 10}",
+                        alpha=0.15, lw=0)  # fmt: skip
+    ls = results["baselines"].get("test", {}).get("least_squares")
+    floor = ls["last"][0] if ls and ls["last"][0] is not None else 0.0
+    ax.axhline(floor + 0.05, color="k", ls=":", lw=1, label="least squares + 0.05 (the bar)")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"held-out squared error / d at n = {results['points'] - 1}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    save(fig, path, plt)
+    return True
+
+
+FIGURES: dict[str, Callable[[dict[str, Any], Path, Any], bool]] = {
+    "icl_learning_curve": learning_curve,
+    "icl_error_vs_examples": error_vs_examples,
+    "icl_layers": layers,
+    "icl_reading": reading,
+    "icl_best_k": best_k,
+    "icl_shift_errors": shift_errors,
+    "icl_shift_gaps": shift_gaps,
+}
