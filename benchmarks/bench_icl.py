@@ -80,6 +80,8 @@ def numpy_loops(prompts: Prompts, newton_steps: int, cg_steps: int) -> dict[str,
             w, res = np.zeros(d), r.copy()
             p, rr = res.copy(), res @ res
             for _ in range(cg_steps):
+                if np.sqrt(rr) <= 1e-10 * np.linalg.norm(r):  # converged: PrefixCG's stop
+                    break
                 Hp = S @ p
                 pHp = p @ Hp
                 if pHp <= 10 * np.finfo(float).eps * np.trace(S) * (p @ p):

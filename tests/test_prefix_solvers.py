@@ -157,3 +157,17 @@ def test_tune_alpha_picks_the_validation_minimum() -> None:
     assert best == grid[int(np.argmin(errors))]
     with pytest.raises(ValueError, match="empty"):
         tune_alpha(ridge, p, [])
+
+
+def test_rank_deficient_prefixes_survive_a_large_next_point():
+    """S_i must not carry the rounding of the next point's outer product (a cumsum − term would): with a
+    small x_0 and a large x_1, prefix 1 is rank one and least squares and CG must solve it exactly."""
+    g = torch.Generator().manual_seed(5)
+    xs = torch.randn(50, 6, 4, generator=g, dtype=torch.float64)
+    xs[:, 0] *= 0.1
+    xs[:, 1:] *= 3.0
+    w = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    p = Prompts(xs, torch.einsum("bnd,bd->bn", xs, w), w)
+    ref = _per_prefix(p, lambda X, y: np.linalg.lstsq(X, y, rcond=None)[0])
+    np.testing.assert_allclose(least_squares(p).prediction().numpy(), ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(PrefixCG()(p, 8).prediction().numpy()[:, :4], ref[:, :4], rtol=1e-6, atol=1e-6)

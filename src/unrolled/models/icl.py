@@ -114,7 +114,9 @@ class InContextLearner(nn.Module):
 
     def readout(self, state: Tensor) -> Tensor:
         """Predictions at the x tokens: ``[B, 2N, D] -> [B, N]``."""
-        return self.read_out(self.norm(state[:, 0::2]))[..., 0]
+        # norm first, then the x tokens: a view of the state taken under no_grad (the readouts a constrained
+        # objective takes by value) would otherwise reach a module with requires_grad and no grad_fn
+        return self.read_out(self.norm(state)[:, 0::2])[..., 0]
 
     def layers(self, embedded: Tensor, depth: int | None = None) -> tuple[Tensor, ...]:
         """States 0..depth from the read-in tokens ``[B, 2N, D]`` (state 0 adds the positions)."""

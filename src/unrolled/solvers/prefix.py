@@ -62,10 +62,10 @@ class PrefixProblems:
     @classmethod
     def from_prompts(cls, prompts: Prompts) -> PrefixProblems:
         xs, ys = prompts.xs.to(F64), prompts.ys.to(F64)
-        outer = xs.unsqueeze(-1) * xs.unsqueeze(-2)  # [B, N, d, d]
-        S = outer.cumsum(dim=1) - outer  # exclusive: pairs before i
-        xy = xs * ys.unsqueeze(-1)
-        b = xy.cumsum(dim=1) - xy
+        # exclusive sums as shifted inclusive ones (not cumsum − term: that cancellation leaves rounding of the
+        # size of the *next* term in S_i, which breaks the rank of the prefixes i < d)
+        S = _exclusive_cumsum(xs.unsqueeze(-1) * xs.unsqueeze(-2))  # [B, N, d, d]
+        b = _exclusive_cumsum(xs * ys.unsqueeze(-1))
         counts = torch.arange(prompts.points, dtype=F64, device=xs.device)
         return cls(S, b, counts, xs)
 
@@ -76,6 +76,11 @@ class PrefixProblems:
     def matvec(self, w: Tensor) -> Tensor:
         """S w for estimates ``[B, N, d]``."""
         return (self.S @ w.unsqueeze(-1)).squeeze(-1)
+
+
+def _exclusive_cumsum(t: Tensor) -> Tensor:
+    """Σ_{j<i} t_j along dim 1 (zero at i = 0)."""
+    return torch.cat([torch.zeros_like(t[:, :1]), t[:, :-1].cumsum(dim=1)], dim=1)
 
 
 def prefix_readout(xs: Tensor) -> Readout:
@@ -92,12 +97,19 @@ def _trajectory(states: Sequence[Tensor], prompts: Prompts) -> Trajectory:
     return Trajectory(tuple(s.to(dtype) for s in states), prefix_readout(prompts.xs))
 
 
-def _solve_sym(S: Tensor, b: Tensor, rtol: float | None = None) -> Tensor:
-    """S⁺ b for symmetric PSD ``S [..., d, d]`` by its eigen-decomposition; eigenvalues under
-    ``rtol`` × the largest (default d · eps) count as zero (the minimum-norm solution)."""
-    lam, V = torch.linalg.eigh(S)
+def _solve_sym(S: Tensor, b: Tensor, rank: Tensor | None = None, rtol: float | None = None) -> Tensor:
+    """S⁺ b for symmetric PSD ``S [..., d, d]`` by its eigen-decomposition (the minimum-norm solution).
+
+    Eigenvalues under ``rtol`` × the largest (default d · eps) count as zero, and so do all but the ``rank``
+    largest (``[...]``, when given: a prefix of i pairs has rank at most i, and the rounding of its zero
+    eigenvalues can exceed any fixed tolerance relative to the largest)."""
+    lam, V = torch.linalg.eigh(S)  # ascending
     tol = (rtol if rtol is not None else S.shape[-1] * torch.finfo(S.dtype).eps) * lam[..., -1:].clamp_min(0)
-    inv = torch.where(lam > tol, 1.0 / lam.clamp_min(torch.finfo(S.dtype).tiny), 0.0)
+    keep = lam > tol
+    if rank is not None:
+        d = S.shape[-1]
+        keep = keep & (torch.arange(d, device=S.device) >= d - rank.unsqueeze(-1))
+    inv = torch.where(keep, 1.0 / lam.clamp_min(torch.finfo(S.dtype).tiny), 0.0)
     coef = (V.transpose(-1, -2) @ b.unsqueeze(-1)).squeeze(-1) * inv
     return (V @ coef.unsqueeze(-1)).squeeze(-1)
 
@@ -105,7 +117,8 @@ def _solve_sym(S: Tensor, b: Tensor, rtol: float | None = None) -> Tensor:
 def least_squares(prompts: Prompts) -> Trajectory:
     """Minimum-norm least squares on every prefix: one state, w_i = S_i⁺ b_i ``[B, N, d]`` (prefix 0: w = 0)."""
     p = PrefixProblems.from_prompts(prompts)
-    return _trajectory([_solve_sym(p.S, p.b)], prompts)
+    rank = p.counts.to(torch.long).clamp_max(p.d).expand(p.b.shape[:-1])  # at most i pairs, at most d
+    return _trajectory([_solve_sym(p.S, p.b, rank)], prompts)
 
 
 def ridge(prompts: Prompts, lam: float | Tensor) -> Trajectory:
@@ -193,7 +206,15 @@ class PrefixGD:
 
 
 class PrefixCG:
-    """The library's conjugate gradient on S w = b for every prefix (no hyper-parameters); states w_k."""
+    """The library's conjugate gradient on S w = b for every prefix (no hyper-parameters); states w_k.
+
+    A system stays at its first iterate whose residual ‖S w − b‖ is within ``rtol`` of ‖b‖: past convergence
+    CG's directions are rounding noise, and on the rank-deficient prefixes (i < d) its steps along them can
+    grow instead of vanishing. (Every b lies in the range of S, so every system's residual reaches 0.)
+    """
+
+    def __init__(self, rtol: float = 1e-10) -> None:
+        self.rtol = rtol
 
     def __call__(self, prompts: Prompts, steps: int, keep: Sequence[int] | None = None) -> Trajectory:
         kept = _keep(steps, keep)
@@ -201,7 +222,17 @@ class PrefixCG:
         B, N, d = p.b.shape
         H = p.S.reshape(B * N, d, d).permute(1, 2, 0).contiguous()  # batch-last [d, d, B·N]
         iterates = cg_iterates(H, p.b.reshape(B * N, d).T.contiguous(), steps)
-        return _trajectory([w.reshape(B, N, d) for k, w in enumerate(iterates) if k in kept], prompts)
+        bound = self.rtol * p.b.norm(dim=-1)  # [B, N]
+        done = torch.zeros(B, N, dtype=torch.bool, device=p.b.device)
+        frozen = torch.zeros_like(p.b)
+        states = []
+        for k, w in enumerate(iterates):
+            w = torch.where(done.unsqueeze(-1), frozen, w.reshape(B, N, d))
+            done = done | ((p.matvec(w) - p.b).norm(dim=-1) <= bound)
+            frozen = w
+            if k in kept:
+                states.append(w)
+        return _trajectory(states, prompts)
 
 
 class Lasso:

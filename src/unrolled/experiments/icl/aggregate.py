@@ -80,6 +80,7 @@ def aggregate(cfg: ICLExperiment, records: Sequence[dict[str, Any]]) -> dict[str
         kind="icl",
         d=cfg.task.d,
         points=cfg.task.points,
+        gd_lr=cfg.baselines.gd_lr,
         seeds=list(cfg.seeds),
         splits={name: {"points": points, **_split_size(name)} for name, (_, points) in splits.items()},
         methods={

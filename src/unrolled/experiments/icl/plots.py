@@ -11,6 +11,13 @@ from unrolled.report import nums, save
 
 TRAIN_VALUE = {"variance": 1.0, "skew": 0.0, "label_noise": 0.0, "mixture": None, "points": None}
 """Where a shift family's size axis meets the isotropic, noiseless training task (None: it does not)."""
+XLABEL = {
+    "variance": "σ² (x and w*)",
+    "skew": "skew exponent p",
+    "label_noise": "label noise std",
+    "points": "pairs per prompt",
+    "mixture": "mixture mean scale",
+}
 
 
 def _style(results: dict[str, Any], name: str) -> dict[str, Any]:
@@ -32,7 +39,8 @@ def error_vs_examples(results: dict[str, Any], path: Path, plt: Any) -> bool:
         )
     base = results["baselines"].get("test", {})
     for name, style in (("least_squares", "k:"), ("bayes", "k--"), ("lasso", "k-.")):
-        if name in base:
+        same_as_ls = name == "bayes" and name in base and base[name]["curves"] == base["least_squares"]["curves"]
+        if name in base and not same_as_ls:  # noiseless: the Bayes predictor is least squares
             curve = nums(base[name]["curves"][0])
             ax.plot(range(len(curve)), curve, style, lw=1.5, label=name.replace("_", " "))
     d = results["d"]
@@ -96,7 +104,7 @@ def reading(results: dict[str, Any], path: Path, plt: Any) -> bool:
             step = max(1, len(counts) // 8)
             ax.set_xticks(range(0, len(counts), step), [str(k) for k in counts[::step]], fontsize=7)
             ax.set_yticks(range(len(sim)), [str(l + 1) for l in range(len(sim))], fontsize=7)
-            ax.set_xlabel(f"{m.upper() if m != 'newton' else 'Newton'} iterations k", fontsize=8)
+            ax.set_xlabel({"newton": "Newton", "cg": "CG", "gd": "GD"}[m] + " iterations k", fontsize=8)
             if c == 0:
                 ax.set_ylabel(f"{results['methods'][name]['label']}\nlayer", fontsize=8)
     fig.colorbar(im, ax=axes, shrink=0.6, label="cosine similarity of residuals")
@@ -109,7 +117,10 @@ def best_k(results: dict[str, Any], path: Path, plt: Any) -> bool:
     rows = [(n, e["reading"]) for n, e in results["learners"].items() if e.get("reading")]
     if not rows:
         return False
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
+    gd_lr = results.get("gd_lr")
+    titles = {"newton": "iterative Newton", "cg": "conjugate gradient",
+              "gd": "gradient descent" + (f" (η = {gd_lr:g})" if gd_lr else "")}  # fmt: skip
     for c, m in enumerate(("newton", "cg", "gd")):
         ax = axes[c]
         for i, (name, read) in enumerate(rows):
@@ -118,11 +129,14 @@ def best_k(results: dict[str, Any], path: Path, plt: Any) -> bool:
                     label=results["methods"][name]["label"], ls=_style(results, name)["ls"])  # fmt: skip
         if m == "gd":
             ax.set_yscale("symlog", linthresh=1)
+        else:
+            ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.set_title(titles[m], fontsize=10)
         ax.set_xlabel("layer l")
-        ax.set_ylabel(f"best-matching {m if m != 'newton' else 'Newton'} iterations k")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0].set_ylabel("best-matching iterations k (probe reading)")
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     save(fig, path, plt)
     return True
 
@@ -154,15 +168,17 @@ def shift_gaps(results: dict[str, Any], path: Path, plt: Any) -> bool:
     fig, axes = plt.subplots(1, len(fams), figsize=(3.6 * len(fams) + 1.5, 3.6), squeeze=False)
     for ax, (family, sizes) in zip(axes[0], fams.items(), strict=True):
         points = _with_test(results, family, sizes)
+        xs = [s for s, _ in points]
+        span = (xs[-1] - xs[0]) or max(abs(xs[0]), 1.0)
         for i, (name, g) in enumerate(gaps.items()):
-            xs = [s for s, _ in points]
+            shift = 0.015 * span * (i - (len(gaps) - 1) / 2)  # side by side, so the intervals do not overlap
             ys = nums([g["splits"][split]["last"]["mean"] for _, split in points])
             err = nums([g["splits"][split]["last"]["ci"] or 0.0 for _, split in points])
-            ax.errorbar([x + 0.01 * i * (xs[-1] - xs[0] or 1) for x in xs], ys, yerr=err, marker="os^dv"[i % 5],
-                        ms=4, capsize=3, label=results["methods"][name]["label"], color=f"C{i % 10}")  # fmt: skip
+            ax.errorbar([x + shift for x in xs], ys, yerr=err, marker="os^dv"[i % 5], ms=4, capsize=3,
+                        label=results["methods"][name]["label"], color=f"C{i % 10}")  # fmt: skip
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.axhline(0, color="k", lw=0.8)
-        ax.set_xlabel({"variance": "σ²", "skew": "skew exponent p", "label_noise": "label noise std",
-                       "points": "pairs per prompt", "mixture": "mixture mean scale"}[family])  # fmt: skip
+        ax.set_xlabel(XLABEL[family])
         ax.set_title(family.replace("_", " "), fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("error − ERM's (squared error / d)")
@@ -185,7 +201,9 @@ def shift_errors(results: dict[str, Any], path: Path, plt: Any) -> bool:
             ax.plot(xs, ys, ms=4, label=results["methods"][name]["label"], **_style(results, name))
         ls = [results["baselines"].get(split, {}).get("least_squares") for _, split in points]
         if all(ls):
-            ax.plot(xs, nums([b["last"][0] for b in ls]), "k:", label="least squares")
+            ax.plot(xs, nums([max(b["last"][0], 1e-6) for b in ls]), "k:", label="least squares")
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.set_xlabel(XLABEL[family])
         ax.set_yscale("log")
         ax.set_title(family.replace("_", " "), fontsize=10)
         ax.grid(alpha=0.3, which="both")

@@ -47,6 +47,7 @@ def headline_rows(results: dict[str, Any], split: str) -> list[tuple[str, list[s
         if name in ("gd", "gd_tuned"):
             continue
         k = iteration_state(results, name)
+        k = min(k, len(b["last"]) - 1)  # no more iterations than were run
         label = BASELINE_LABELS.get(name, name) + (f", k = {k}" if k >= 0 else "")
         rows.append((label, [fmt(b["last"][k], 3), fmt(b["all"][k], 3)]))
     return rows
@@ -102,7 +103,13 @@ def shift_lines(results: dict[str, Any]) -> list[str]:
         "",
     ]
     names = list(gaps)
-    cols = ["ERM error", *[f"{results['methods'][n]['label']} − ERM" for n in names], "least squares"]
+    iterative = [(b, iteration_state(results, b)) for b in ("cg", "newton")]
+    cols = [
+        "ERM error",
+        *[f"{results['methods'][n]['label']} − ERM" for n in names],
+        "least squares",
+        *[f"{BASELINE_LABELS[b]}, k = {k}" for b, k in iterative],
+    ]
     rows = []
     for split in ["test", *shifted]:
         first = gaps[names[0]]
@@ -110,8 +117,11 @@ def shift_lines(results: dict[str, Any]) -> list[str]:
         cells = [ci(erm)]
         for n in names:
             cells.append(ci(gaps[n]["splits"][split]["last"], prompt=True))
-        ls = results["baselines"].get(split, {}).get("least_squares")
+        base = results["baselines"].get(split, {})
+        ls = base.get("least_squares")
         cells.append(fmt(ls["last"][0], 3) if ls else "—")
+        for b, k in iterative:
+            cells.append(fmt(base[b]["last"][min(k, len(base[b]["last"]) - 1)], 3) if b in base else "—")
         rows.append((split, cells))
     text = table(cols, rows).replace("| method |", "| split |", 1)
     return [*lines, text, ""]
