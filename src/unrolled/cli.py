@@ -4,7 +4,7 @@ unrolled run CONFIG [--set key=value ...] [--out DIR] [--resume]
 unrolled run --resume --out DIR            (continue a run from its saved config)
 unrolled report RUN_DIR [RUN_DIR ...] [--out DIR]
 unrolled demo [--out DIR]
-unrolled configs
+unrolled configs [--long]                          (one line per config; [needs hf] where an extra is missing)
 unrolled env                                         (versions, for bug reports; unrolled --version)
 unrolled config show CONFIG [--set key=value ...]   (the resolved config, every default filled in)
 unrolled config schema [--out FILE]                (the JSON Schema of configs, for editors)
@@ -86,6 +86,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not (args.resume and args.out):
             raise ConfigError("give a CONFIG, or --resume --out RUN_DIR to continue a run")
         saved = Path(args.out) / "config.yaml"
+        if not saved.is_file():
+            what = "does not exist" if not Path(args.out).exists() else "holds no run (no config.yaml)"
+            raise ConfigError(
+                f"{args.out} {what}: nothing to resume; start a run there with: unrolled run CONFIG --out {args.out}"
+            )
         try:
             cfg = parse_config(apply_overrides(load_yaml(saved), args.set))
         except ConfigError as exc:
@@ -119,7 +124,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(text: str, width: int) -> str:
+    """A description on one line, cut at ``width`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
 def cmd_configs(args: argparse.Namespace) -> int:
+    import shutil
+    import textwrap
+
+    from unrolled.experiments.registry import get_family
+    from unrolled.extras import missing
+
+    width = max(40, shutil.get_terminal_size((120, 24)).columns - 38 - 14)
     shown: set[str] = set()
     for d in config_dirs():
         files = [p for p in sorted(d.glob("*.yaml")) if p.stem not in shown]
@@ -128,12 +146,20 @@ def cmd_configs(args: argparse.Namespace) -> int:
         where = "shipped with unrolled" if d.resolve() == shipped_configs().resolve() else "yours"
         print(f"# {d} ({where})")
         for p in files:
-            try:
-                desc = load_config(p).description.strip().splitlines()[0]
-            except (ConfigError, IndexError, AttributeError):
-                desc = ""
-            print(f"{p.stem:36s} {desc}")
             shown.add(p.stem)
+            try:
+                cfg = load_config(p)
+            except ConfigError as exc:
+                print(f"{p.stem:36s} (invalid: {str(exc).splitlines()[0]})")
+                continue
+            needs = sorted({r.extra or r.module for r in missing(get_family(cfg.kind).requirements(cfg))})
+            mark = f"[needs {', '.join(needs)}] " if needs else ""
+            if args.long:
+                body = textwrap.fill(" ".join(cfg.description.split()), width + 36, initial_indent="    ",
+                                     subsequent_indent="    ")  # fmt: skip
+                print(f"{p.stem}  {mark}\n{body}\n")
+            else:
+                print(f"{p.stem:36s} {mark}{_one_line(cfg.description, width)}")
     return 0
 
 
@@ -241,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
 
     cfgs = sub.add_parser("configs", help="list the configs (./configs, then the ones shipped with unrolled)")
+    cfgs.add_argument("--long", action="store_true", help="every config's whole description")
     cfgs.set_defaults(func=cmd_configs)
 
     conf = sub.add_parser("config", help="show a resolved config, or write the JSON Schema of configs")
@@ -312,12 +339,26 @@ def init_distributed() -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from unrolled.experiments.workers import RunFolderError
+    from unrolled.extras import MissingExtraError, explain
 
     distributed = init_distributed()
     try:
         return int(args.func(args))
-    except (ConfigError, RunFolderError, CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (
+        ConfigError,
+        RunFolderError,
+        CheckpointError,
+        FileNotFoundError,
+        ValueError,
+        MissingExtraError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # an optional extra's module, reached by a path no check covered
+        extra = explain(exc, f"unrolled {args.command}")
+        if extra is None:
+            raise
+        print(f"error: {extra}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `unrolled configs | head`: the reader has gone, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

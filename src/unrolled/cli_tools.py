@@ -14,18 +14,28 @@ from unrolled.config import ConfigError
 
 def cmd_models(args: argparse.Namespace) -> int:
     from unrolled.carriers import DataNotFoundError
+    from unrolled.extras import Requirement, missing
     from unrolled.models.hub import ALIASES, ModelNotFoundError
 
+    absent = missing([Requirement("transformers", "loading any of these models")])
+    if absent:
+        print(f"none is usable here: {absent[0].message()}")
     for name, where in ALIASES.items():
         try:
             state = str(where())
         except (ModelNotFoundError, DataNotFoundError) as exc:
             state = f"not available: {exc}"
+        else:
+            if absent:
+                state = f"files at {state}, but not usable: {absent[0].message()}"
         print(f"{name:24s} {state}")
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from unrolled.extras import Requirement, require
+
+    require([Requirement(m, "unrolled convert smollm2") for m in ("transformers", "gguf", "accelerate")])
     from unrolled.models.hub import convert_smollm2
 
     print("converting SmolLM2-135M-Instruct (GGUF, Q4_1) into a plain checkpoint; about 30 s ...")

@@ -20,6 +20,7 @@ import torch
 
 if TYPE_CHECKING:
     from unrolled.experiments.config import ExperimentConfig
+    from unrolled.extras import Requirement
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,11 @@ class ExperimentFamily(ABC):
     kind: ClassVar[str]
     config_class: ClassVar[type[ExperimentConfig]]
     title: ClassVar[str] = ""
+
+    def requirements(self, cfg: Any) -> list[Requirement]:
+        """The modules of optional extras that running ``cfg`` needs (:mod:`unrolled.extras`); checked before a
+        run starts, and shown by ``unrolled configs``. Default: none (the core install runs it)."""
+        return []
 
     @abstractmethod
     def plan(self, cfg: Any) -> list[Unit]:

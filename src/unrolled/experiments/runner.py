@@ -27,6 +27,7 @@ from unrolled.experiments.config import ExperimentConfig, dump_config, parse_con
 from unrolled.experiments.family import ExperimentFamily, Unit, UnitContext
 from unrolled.experiments.registry import get_family
 from unrolled.experiments.workers import RunFolderError, barrier, on_rank0_then_share, run_in_pool
+from unrolled.extras import require
 from unrolled.train.checkpoint import atomic_write_json, atomic_write_text, load_checkpoint, read_json
 from unrolled.train.loop import rank_and_world
 
@@ -134,6 +135,8 @@ class Runner:
         ranks wait for each other after each unit.
         """
         t0 = time.perf_counter()
+        if any(not self.unit_path(u).exists() for u in self.family.plan(self.cfg)):
+            require(self.family.requirements(self.cfg))  # before the run folder is made
         on_rank0_then_share(self._prepare)
         units = self.family.plan(self.cfg)
         todo = [u for u in units if not self.unit_path(u).exists()]

@@ -16,9 +16,9 @@ import torch
 
 from unrolled.experiments.aggregate import header
 from unrolled.experiments.audit.config import AuditExperiment, AuditTask
-from unrolled.experiments.audit.unit import run_unit
-from unrolled.experiments.family import ExperimentFamily, Unit
+from unrolled.experiments.family import ExperimentFamily, Unit, UnitContext
 from unrolled.experiments.registry import register_family
+from unrolled.extras import Requirement
 from unrolled.report import heading, save, spread, table
 
 __all__ = ["AuditExperiment", "AuditFamily", "AuditTask", "aggregate"]
@@ -101,10 +101,17 @@ class AuditFamily(ExperimentFamily):
     config_class = AuditExperiment
     title = "descent audit"
 
+    def requirements(self, cfg: AuditExperiment) -> list[Requirement]:
+        return [Requirement("transformers", "a descent audit (a pretrained model)")]
+
     def plan(self, cfg: AuditExperiment) -> list[Unit]:
         return [Unit("audit", seed, None, cfg.task, steps=0) for seed in cfg.seeds]
 
-    run_unit = staticmethod(run_unit)
+    def run_unit(self, unit: Unit, data: Any, ctx: UnitContext) -> dict[str, Any]:
+        from unrolled.experiments.audit.unit import run_unit  # the hf extra: imported when an audit runs
+
+        return run_unit(unit, data, ctx)
+
     aggregate = staticmethod(aggregate)
     report = staticmethod(report)
     summary = staticmethod(summary)

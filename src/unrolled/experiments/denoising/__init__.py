@@ -26,6 +26,7 @@ from unrolled.experiments.denoising.reference import run_tv_unit
 from unrolled.experiments.denoising.unit import build_denoiser, evaluate_denoiser, run_unit
 from unrolled.experiments.family import ExperimentFamily, Unit, UnitContext
 from unrolled.experiments.registry import register_family
+from unrolled.extras import Requirement
 from unrolled.solvers.tv import rmse_255
 
 __all__ = [
@@ -49,6 +50,15 @@ class DenoisingFamily(ExperimentFamily):
     kind = "video"
     config_class = DenoisingExperiment
     title = "video denoising"
+
+    def requirements(self, cfg: DenoisingExperiment) -> list[Requirement]:
+        sources = [*cfg.task.train_sources, *cfg.task.test_sources]
+        out = []
+        if any(not str(s).startswith("moving_mnist") for s in sources):
+            out.append(Requirement("av", "decoding videos (every source but moving_mnist)"))
+        if cfg.tv_reference is not None and cfg.perturbation.target == "input":
+            out.append(Requirement("skimage", "the TV reference (tv_reference: null turns it off)"))
+        return out
 
     def plan(self, cfg: DenoisingExperiment) -> list[Unit]:
         units = []

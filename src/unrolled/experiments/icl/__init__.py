@@ -23,6 +23,7 @@ from unrolled.experiments.icl.config import ICLExperiment, ICLTaskConfig, Learne
 from unrolled.experiments.icl.data import PromptStream, SeedData
 from unrolled.experiments.icl.units import BASELINES, build_learner, plan, run_baselines, run_learner
 from unrolled.experiments.registry import register_family
+from unrolled.extras import Requirement
 
 __all__ = [
     "ICLExperiment",
@@ -48,6 +49,13 @@ class ICLFamily(ExperimentFamily):
     aggregate = staticmethod(aggregate)
     report = staticmethod(_report.report)
     summary = staticmethod(_report.summary)
+
+    def requirements(self, cfg: ICLExperiment) -> list[Requirement]:
+        if any(m.kind == "gpt2" for m in cfg.methods):
+            return [
+                Requirement("transformers", "the GPT-2 learner (kind: gpt2; kind: ut needs nothing more)")
+            ]
+        return []
 
     def seed_data(self, cfg: ICLExperiment, seed: int, dtype: torch.dtype, device: str) -> SeedData:
         return SeedData(cfg, seed, dtype, device)

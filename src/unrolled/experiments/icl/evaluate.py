@@ -154,6 +154,10 @@ def _baseline_errors(
 BASELINES = ("least_squares", "ridge", "bayes", "lasso", "newton", "cg", "gd", "gd_tuned")
 """Every baseline a seed is scored with (Bayes only for Gaussian priors, Lasso only for sparse tasks)."""
 
+TEST_ONLY = ("gd",)
+"""Baselines scored on the ``test`` split only: GD with Fu et al.'s fixed step runs thousands of iterations
+(the layer reading's log grid) and is not part of the shift table."""
+
 
 def tune_baselines(validation: Prompts, cfg: BaselineConfig, sparse: bool) -> dict[str, Any]:
     """Ridge's λ, Lasso's α (sparse tasks) and GD's step per iteration count, on the validation prompts."""
@@ -181,6 +185,8 @@ def evaluate_baselines(
         out[split] = {}
         for name in names:
             if name == "gd_tuned" and "gd_tuned" not in tuned:
+                continue
+            if name in TEST_ONLY and split != "test":
                 continue
             errors = _baseline_errors(name, prompts, tasks[split], cfg, tuned)
             if errors is not None:

@@ -39,7 +39,9 @@ def error_vs_examples(results: dict[str, Any], path: Path, plt: Any) -> bool:
         )
     base = results["baselines"].get("test", {})
     for name, style in (("least_squares", "k:"), ("bayes", "k--"), ("lasso", "k-.")):
-        same_as_ls = name == "bayes" and name in base and base[name]["curves"] == base["least_squares"]["curves"]
+        same_as_ls = (
+            name == "bayes" and name in base and base[name]["curves"] == base["least_squares"]["curves"]
+        )
         if name in base and not same_as_ls:  # noiseless: the Bayes predictor is least squares
             curve = nums(base[name]["curves"][0])
             ax.plot(range(len(curve)), curve, style, lw=1.5, label=name.replace("_", " "))

@@ -20,6 +20,7 @@ from unrolled.experiments.registry import register_family
 from unrolled.experiments.sft import report as _report
 from unrolled.experiments.sft.aggregate import aggregate
 from unrolled.experiments.sft.config import WINRATE_UNIT, SFTExperiment, SFTMethod
+from unrolled.extras import Requirement
 
 __all__ = ["SFTExperiment", "SFTFamily", "SFTMethod", "aggregate"]
 
@@ -30,6 +31,12 @@ class SFTFamily(ExperimentFamily):
     kind = "sft"
     config_class = SFTExperiment
     title = "constrained SFT"
+
+    def requirements(self, cfg: SFTExperiment) -> list[Requirement]:
+        return [
+            Requirement(m, "constrained SFT")
+            for m in ("transformers", "trl", "peft", "datasets", "accelerate")
+        ]
 
     def plan(self, cfg: SFTExperiment) -> list[Unit]:
         units = []

@@ -16,13 +16,27 @@ from typing import Any
 
 import torch
 
-from unrolled.experiments.family import ExperimentFamily, Unit
+from unrolled.experiments.family import ExperimentFamily, Unit, UnitContext
 from unrolled.experiments.registry import register_family
 from unrolled.experiments.text import report as _report
 from unrolled.experiments.text.aggregate import aggregate
 from unrolled.experiments.text.config import HFEncoderMethod, HFTrainConfig, TextExperiment, UTTextMethod
-from unrolled.experiments.text.data import TextSeedData
-from unrolled.experiments.text.unit import build, evaluate, run_unit
+from unrolled.extras import Requirement
+
+_LAZY = {  # the hf extra: imported on first use, so configs load and list without it
+    "TextSeedData": "unrolled.experiments.text.data",
+    "build": "unrolled.experiments.text.unit",
+    "evaluate": "unrolled.experiments.text.unit",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "HFEncoderMethod",
@@ -52,10 +66,19 @@ class TextFamily(ExperimentFamily):
                 units.append(Unit(m.name, seed, None, m, steps=cfg.train.steps, cost=cfg.train.steps * size))
         return units
 
+    def requirements(self, cfg: TextExperiment) -> list[Requirement]:
+        return [Requirement("transformers", "text classification (the Hugging Face Trainer and tokenizers)")]
+
     def seed_data(self, cfg: TextExperiment, seed: int, dtype: torch.dtype, device: str) -> Any:
+        from unrolled.experiments.text.data import TextSeedData
+
         return TextSeedData(cfg.task, seed)
 
-    run_unit = staticmethod(run_unit)
+    def run_unit(self, unit: Unit, data: Any, ctx: UnitContext) -> dict[str, Any]:
+        from unrolled.experiments.text.unit import run_unit
+
+        return run_unit(unit, data, ctx)
+
     aggregate = staticmethod(aggregate)
     report = staticmethod(_report.report)
     summary = staticmethod(_report.summary)
