@@ -17,7 +17,7 @@ import torch
 from _tiny import save_figure, tiny_llama
 
 from unrolled.models.hf import LanguageModelSolver
-from unrolled.report import pyplot
+from unrolled.report import integer_axis, plain_log_axis, pyplot
 
 
 def tiny_model_and_texts():
@@ -79,6 +79,8 @@ def main() -> None:
     ax.plot(going_up, [losses[l] for l in going_up], "x", ms=8, label="goes up")
     ax.set(xlabel="layer (0: the embeddings)", ylabel="next-token cross-entropy", yscale="log",
            title=f"descent audit, {type(model).__name__}")  # fmt: skip
+    integer_axis(ax.xaxis)
+    plain_log_axis(ax.yaxis)
     ax.legend()
     save_figure(fig, args.out, "audit_hf_model.png")
 

@@ -20,7 +20,7 @@ from datasets import Dataset
 from peft import LoraConfig
 from trl import SFTConfig, SFTTrainer
 
-from unrolled.report import pyplot
+from unrolled.report import integer_axis, plain_log_axis, pyplot
 from unrolled.train.sft import ConstrainedSFTConfig, ConstrainedSFTTrainer  # was: from trl import ...
 
 
@@ -98,7 +98,7 @@ def main() -> None:
     if plt is None:
         print("(no figure: pip install 'unrolled[plot]')")
         return
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.6), layout="constrained")
     for name, trainer in (("SFTTrainer", plain), ("ConstrainedSFTTrainer", ours)):
         logs = [h for h in trainer.state.log_history if "loss" in h]
         left.plot([h["step"] for h in logs], [h["mean_token_accuracy"] for h in logs], marker="o", label=name)
@@ -108,8 +108,14 @@ def main() -> None:
         right.plot(*zip(*layers, strict=True), style, marker=".", label=f"step {h['step']}")
     left.set(xlabel="step", ylabel="token accuracy (training batch)", title="drop-in for SFTTrainer")
     right.set(
-        xlabel="layer (logit lens)", ylabel="loss", yscale="log", title="ConstrainedSFTTrainer, every layer"
+        xlabel="layer (logit lens)",
+        ylabel="next-token loss",
+        yscale="log",
+        title="ConstrainedSFTTrainer, every layer",
     )
+    for ax in (left, right):
+        integer_axis(ax.xaxis)
+    plain_log_axis(right.yaxis)
     left.legend(), right.legend()
     save_figure(fig, args.out, "constrained_sft.png")
 

@@ -19,7 +19,7 @@ from transformers import TrainingArguments
 
 from unrolled.constrained import ConstraintConfig
 from unrolled.models.hf import EncoderSolver
-from unrolled.report import pyplot
+from unrolled.report import integer_axis, pyplot
 from unrolled.train.hf import ConstrainedTrainer
 
 
@@ -105,6 +105,7 @@ def main() -> None:
         ylabel="training loss of the last layer",
         title="ConstrainedTrainer on your own Dataset",
     )
+    integer_axis(ax.xaxis)
     ax.legend()
     save_figure(fig, args.out, "constrained_trainer_text.png")
 

@@ -18,7 +18,7 @@ from _tiny import save_figure
 
 from unrolled.eval.reading import best_matching, fit_probes, probe_predictions, residual_similarity
 from unrolled.models.icl import GPT2Learner, Prompts, prompt_mse
-from unrolled.report import pyplot
+from unrolled.report import integer_axis, pyplot
 from unrolled.solvers.prefix import IterativeNewton, least_squares
 from unrolled.tasks.regression import RegressionConfig, RegressionTask
 
@@ -93,8 +93,8 @@ def main() -> None:
     ax.legend(fontsize=8)
     ax2.plot(range(1, len(best)), best[1:], "-o")
     ax2.set(xlabel="layer", ylabel="best-matching Newton iterations", title="Fu et al.'s reading (probes)")
-    ax2.xaxis.get_major_locator().set_params(integer=True)
-    ax2.yaxis.get_major_locator().set_params(integer=True)
+    for axis in (ax.xaxis, ax2.xaxis, ax2.yaxis):
+        integer_axis(axis)
     save_figure(fig, args.out, "gpt2_in_context.png")
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from unrolled import Trajectory, squared_error
 from unrolled.constrained import ConstrainedObjective, DescentConstraints, Multipliers, Objective
-from unrolled.report import pyplot
+from unrolled.report import integer_axis, pyplot
 
 M, N, K, NOISE, LAM = 20, 40, 3, 0.01, 0.05  # measurements, unknowns, non-zeros, noise std, lasso weight
 
@@ -131,6 +131,7 @@ def main() -> None:
         ylabel="NMSE (dB), held-out",
         title=f"sparse recovery, {M}×{N}, {K}-sparse",
     )
+    integer_axis(ax.xaxis)
     ax.legend()
     save_figure(fig, args.out, "lista_descent.png")
 

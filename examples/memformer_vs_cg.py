@@ -16,7 +16,7 @@ import torch
 from _tiny import save_figure
 
 from unrolled.models.memformer import LFOMMemformer
-from unrolled.report import pyplot
+from unrolled.report import integer_axis, pyplot
 from unrolled.solvers.classical import ConjugateGradient
 from unrolled.tasks.regression import RegressionConfig, RegressionTask
 from unrolled.train import train
@@ -67,8 +67,9 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(range(5), memformer.log(), "-o", label="LFOM Memformer (trained)")
     ax.plot(range(5), untrained.log(), ":", label="LFOM Memformer (untrained)")
-    ax.plot(range(5), cg[:5].log(), "-s", label="conjugate gradient (exact at step 5)")
+    ax.plot(range(5), cg[:5].log(), "-s", label="conjugate gradient (exact at step d = 5, off the axis)")
     ax.set(xlabel="layer / CG step", ylabel="log test loss", title="held-out prompts, d = 5, n = 20")
+    integer_axis(ax.xaxis)
     ax.legend()
     save_figure(fig, args.out, "memformer_vs_cg.png")
 

@@ -32,6 +32,8 @@ _LAZY = {
     "GradientDescent": "unrolled.solvers.classical",
     "HeavyBall": "unrolled.solvers.classical",
     "Nesterov": "unrolled.solvers.classical",
+    "LFOM": "unrolled.solvers.classical",
+    "UnrolledLFOM": "unrolled.solvers.classical",
     # objectives
     "Objective": "unrolled.constrained",
     "ConstrainedObjective": "unrolled.constrained",

@@ -190,6 +190,8 @@ def plot_layerwise(
             ax.plot(range(len(curve)), curve, "-o" if m.get("constrained") else "--s", ms=3, label=m["label"])
         if log:
             ax.set_yscale("log")
+            plain_log_axis(ax.yaxis)
+        integer_axis(ax.xaxis)
         ax.set_xlabel("layer l (0: the embedding read out)")
         ax.set_ylabel(ylabel)
         ax.set_title(f"γ = {g:g}", fontsize=9)
@@ -213,6 +215,24 @@ def final_multipliers(results: dict[str, Any]) -> list[str]:
     lines = ["## Final multipliers λ_1..λ_L (first seed)", ""]
     lines += [f"- {label}: " + ", ".join(f"{v:.3g}" for v in per_seed[0]) for label, per_seed in mult]
     return [*lines, ""]
+
+
+def integer_axis(axis: Any) -> None:
+    """Ticks at whole numbers only, for an axis that counts layers, iterations or steps (``ax.xaxis``)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plain_log_axis(axis: Any) -> None:
+    """Tick labels of a log axis as plain numbers (``2.9``, ``0.05``), not ``2.9×10⁰``; call after plotting.
+    Over less than a decade and a half the minor ticks are labelled too (else the axis would show none)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
+    axis.set_major_formatter(plain)
+    lo, hi = sorted(axis.get_view_interval())
+    axis.set_minor_formatter(plain if lo > 0 and hi / lo < 30 else NullFormatter())
 
 
 def save(fig: Any, path: Path, plt: Any) -> None:
@@ -323,6 +343,7 @@ def plot_training(run_dir: Path, path: Path, plt: Any) -> bool:
         steps = [s for s, _ in points]
         mean = [math.log(max(sum(v) / len(v), 1e-300)) for _, v in points]
         ax.plot(steps, mean, label=method if depth is None else f"{method} (L={depth})")
+    integer_axis(ax.xaxis)
     ax.set_xlabel("training step")
     ax.set_ylabel("log training loss (mean over seeds)")
     ax.grid(alpha=0.3)
@@ -373,6 +394,7 @@ def plot_multipliers(run_dir: Path, path: Path, plt: Any) -> bool:
             else:
                 ax.plot(steps, values, lw=1.2, label=f"λ_{layer + 1}")
         ax.set_title(key, fontsize=9)
+        integer_axis(ax.xaxis)
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("multiplier")

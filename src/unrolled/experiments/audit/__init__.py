@@ -19,7 +19,7 @@ from unrolled.experiments.audit.config import AuditExperiment, AuditTask
 from unrolled.experiments.family import ExperimentFamily, Unit, UnitContext
 from unrolled.experiments.registry import register_family
 from unrolled.extras import Requirement
-from unrolled.report import heading, save, spread, table
+from unrolled.report import heading, integer_axis, save, spread, table
 
 __all__ = ["AuditExperiment", "AuditFamily", "AuditTask", "aggregate"]
 
@@ -70,6 +70,7 @@ def report(results: dict[str, Any], run_dir: Path, plt: Any | None) -> list[str]
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         layers = list(range(results["layers"] + 1))
         ax.plot(layers, results["layer_loss_mean"], "-o", ms=3, color="C0", label="cross-entropy")
+        integer_axis(ax.xaxis)
         ax.set_xlabel("layer l (0: the embeddings read out)")
         ax.set_ylabel(f"{what} cross-entropy", color="C0")
         twin = ax.twinx()

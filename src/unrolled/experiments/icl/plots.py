@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from unrolled.report import nums, save
+from unrolled.report import integer_axis, nums, plain_log_axis, save
 
 TRAIN_VALUE = {"variance": 1.0, "skew": 0.0, "label_noise": 0.0, "mixture": None, "points": None}
 """Where a shift family's size axis meets the isotropic, noiseless training task (None: it does not)."""
@@ -51,7 +51,7 @@ def error_vs_examples(results: dict[str, Any], path: Path, plt: Any) -> bool:
     ax.set_xlabel("in-context examples n")
     ax.set_ylabel("squared error / d")
     ax.set_title(f"test prompts, d = {d}", fontsize=10)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    integer_axis(ax.xaxis)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
     save(fig, path, plt)
@@ -75,10 +75,11 @@ def layers(results: dict[str, Any], path: Path, plt: Any) -> bool:
     if ls:
         ax.axhline(max(ls["last"][0], 1e-6), color="k", ls=":", lw=1, label="least squares")
     ax.set_yscale("log")
+    plain_log_axis(ax.yaxis)
     ax.set_xlabel("layer l (0: the embedding read out)")
     ax.set_ylabel("squared error / d at the last pair")
     ax.set_title("solid: shared readout; dashed: a linear probe per layer", fontsize=9)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    integer_axis(ax.xaxis)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     save(fig, path, plt)
@@ -132,10 +133,10 @@ def best_k(results: dict[str, Any], path: Path, plt: Any) -> bool:
         if m == "gd":
             ax.set_yscale("symlog", linthresh=1)
         else:
-            ax.yaxis.get_major_locator().set_params(integer=True)
+            integer_axis(ax.yaxis)
         ax.set_title(titles[m], fontsize=10)
         ax.set_xlabel("layer l")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        integer_axis(ax.xaxis)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("best-matching iterations k (probe reading)")
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
@@ -207,6 +208,7 @@ def shift_errors(results: dict[str, Any], path: Path, plt: Any) -> bool:
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.set_xlabel(XLABEL[family])
         ax.set_yscale("log")
+        plain_log_axis(ax.yaxis)
         ax.set_title(family.replace("_", " "), fontsize=10)
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("squared error / d at the last pair")
@@ -233,6 +235,8 @@ def learning_curve(results: dict[str, Any], path: Path, plt: Any) -> bool:
     floor = ls["last"][0] if ls and ls["last"][0] is not None else 0.0
     ax.axhline(floor + 0.05, color="k", ls=":", lw=1, label="least squares + 0.05 (the bar)")
     ax.set_yscale("log")
+    plain_log_axis(ax.yaxis)
+    integer_axis(ax.xaxis)
     ax.set_xlabel("training step")
     ax.set_ylabel(f"held-out squared error / d at n = {results['points'] - 1}")
     ax.grid(alpha=0.3, which="both")
