@@ -22,9 +22,9 @@ BLOCK = re.compile(r"(?:<!-- quick: (?P<quick>.*?) -->\n)?```python\n(?P<code>.*
 
 def blocks(page: Path) -> list[tuple[str, str, str]]:
     """(id, code, quick replacements) of every Python block of ``page``."""
-    out = []
-    for i, m in enumerate(BLOCK.finditer(page.read_text())):
-        line = page.read_text()[: m.start("code")].count("\n") + 1
+    out, text = [], page.read_text()
+    for m in BLOCK.finditer(text):
+        line = text[: m.start("code")].count("\n") + 1
         out.append((f"{page.name}:{line}", m.group("code"), m.group("quick") or ""))
     return out
 
