@@ -87,7 +87,7 @@ def test_with_zero_multipliers_no_layer_is_read_between_monitoring_steps(tmp_pat
 
 def test_sft_flags_infeasible_constraints_in_its_logs(tmp_path, caplog):
     tok = tokenizer()
-    kw = {**common(tmp_path), "max_steps": 6}
+    kw = {**common(tmp_path), "max_steps": 12}
     cfg = ConstrainedSFTConfig(**kw, **PAPER_FORM, constraint_alpha=0.95, dual_lr=0.5, infeasibility_window=3)
     trainer = ConstrainedSFTTrainer(
         model=tiny_llama(len(tok)), args=cfg, train_dataset=dataset(), processing_class=tok

@@ -60,7 +60,8 @@ class ConstraintConfig(ConfigModel):
       multipliers whose steps and weights do not grow with the size of a layer's loss.
 
     ``infeasibility_window``: dual steps over which a constraint whose slack stayed positive is reported
-    as infeasible (:mod:`unrolled.constrained.infeasibility`; at most a third of the run's dual steps).
+    as infeasible (:mod:`unrolled.constrained.infeasibility`; at most a third of the run's dual steps, and
+    never fewer than 10: a run with fewer dual steps gets no verdict, and its report says it was too short).
     ``task_weight_floor``: a warning when the task's share of the loss, 1 / (1 + Σλ) with f_{l−1} detached,
     falls below it (0: never).
     """

@@ -48,6 +48,8 @@ def objective_entry(method: Any, records: Sequence[dict[str, Any]], timing: bool
     if any("infeasible_layers" in rep for rep in reports):
         entry["infeasible_per_seed"] = [rep.get("infeasible_layers", []) for rep in reports]
         entry["infeasible_status_per_seed"] = [rep.get("infeasible_status", {}) for rep in reports]
+    if any("too_short" in rep for rep in reports):
+        entry["too_short_per_seed"] = [rep.get("too_short") for rep in reports]
     if any("calibration" in rep for rep in reports):
         entry["calibration_per_seed"] = [rep.get("calibration") for rep in reports]
     timed = [
@@ -111,7 +113,7 @@ def objective_section(results: dict[str, Any]) -> list[str]:
 
 def infeasibility_lines(results: dict[str, Any]) -> list[str]:
     """One warning line per method with constraints found infeasible (any seed), naming the layers and how
-    their multipliers moved; [] if there are none."""
+    their multipliers moved, and one per method whose run was too short for a verdict; [] if none."""
     lines = []
     for m in results["methods"].values():
         statuses = m.get("infeasible_status_per_seed") or []
@@ -127,6 +129,10 @@ def infeasibility_lines(results: dict[str, Any]) -> list[str]:
         weight = _mean(m.get("task_weight_per_seed") or [])
         tail = f"; the task loss holds {weight:.0%} of the loss" if weight is not None else ""
         lines.append(f"- **{m['label']}**: infeasible constraints on layers {layers}{tail}.")
+    for m in results["methods"].values():
+        short = [s for s in m.get("too_short_per_seed") or [] if s]
+        if short:
+            lines.append(f"- **{m['label']}**: too short to tell whether a constraint is infeasible ({short[0]}).")
     if lines:
         lines = ["Infeasible constraints (docs/CONSTRAINTS.md lists the remedies):", "", *lines, ""]
     return lines
