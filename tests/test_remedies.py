@@ -242,7 +242,9 @@ def test_a_run_too_short_to_tell_gets_no_verdict_and_says_so(caplog):
         train(StuckLayer(), ConstantStream(), TrainConfig(steps=40, optimizer="sgd", lr=0.01, checkpoint_every=1000),
               objective=obj)  # fmt: skip
     report = obj.report()
-    assert report["infeasible_layers"] == [] and report["too_short"] == "8 dual steps, 10 needed for a verdict"
+    assert (
+        report["infeasible_layers"] == [] and report["too_short"] == "8 dual steps, 10 needed for a verdict"
+    )
     assert not any("look infeasible" in r.message for r in caplog.records)
     assert any("too few to tell" in r.message for r in caplog.records)
     again = InfeasibilityMonitor(2, window=20)

@@ -132,7 +132,9 @@ def infeasibility_lines(results: dict[str, Any]) -> list[str]:
     for m in results["methods"].values():
         short = [s for s in m.get("too_short_per_seed") or [] if s]
         if short:
-            lines.append(f"- **{m['label']}**: too short to tell whether a constraint is infeasible ({short[0]}).")
+            lines.append(
+                f"- **{m['label']}**: too short to tell whether a constraint is infeasible ({short[0]})."
+            )
     if lines:
         lines = ["Infeasible constraints (docs/CONSTRAINTS.md lists the remedies):", "", *lines, ""]
     return lines
