@@ -87,30 +87,41 @@ def layers(results: dict[str, Any], path: Path, plt: Any) -> bool:
 
 
 def reading(results: dict[str, Any], path: Path, plt: Any) -> bool:
-    """Heatmaps of the similarity of residuals (probe reading), layer × iteration count, per learner."""
+    """Heatmaps of the similarity of residuals (probe reading), layer × iteration count, per learner; the
+    best-matching count of each layer boxed in red."""
+    import textwrap
+
     rows = [(n, e["reading"]) for n, e in results["learners"].items() if e.get("reading")]
     if not rows:
         return False
     methods = ("newton", "cg", "gd")
-    fig, axes = plt.subplots(len(rows), 3, figsize=(13, 2.6 * len(rows) + 0.6), squeeze=False)
+    values = [v for _, read in rows for m in methods for row in read["probe"][m]["similarity"][1:] for v in row
+              if v is not None]  # fmt: skip
+    low = math.floor(10 * min(values, default=0.0)) / 10
+    fig, axes = plt.subplots(len(rows), 3, figsize=(13, 2.4 * len(rows) + 0.8), squeeze=False,
+                             layout="constrained")  # fmt: skip
+    gd_lr = results.get("gd_lr")
+    names = {"newton": "Newton", "cg": "CG", "gd": "GD" + (f" (η = {gd_lr:g})" if gd_lr else "")}
     for r, (name, read) in enumerate(rows):
         for c, m in enumerate(methods):
             ax = axes[r][c]
             block = read["probe"][m]
             sim = [nums(row) for row in block["similarity"]][1:]  # layers 1..L
             counts = block["counts"]
-            im = ax.imshow(sim, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, origin="lower")
+            im = ax.imshow(sim, aspect="auto", cmap="viridis", vmin=low, vmax=1.0, origin="lower")
             for l, k in enumerate(block["best"][1:]):
                 ax.add_patch(
                     plt.Rectangle((counts.index(k) - 0.5, l - 0.5), 1, 1, fill=False, ec="red", lw=1.5)
                 )
-            step = max(1, len(counts) // 8)
-            ax.set_xticks(range(0, len(counts), step), [str(k) for k in counts[::step]], fontsize=7)
+            step = max(1, math.ceil(len(counts) / 9))
+            ax.set_xticks(range(0, len(counts), step), [str(k) for k in counts[::step]], fontsize=7,
+                          rotation=45 if m == "gd" else 0)  # fmt: skip
             ax.set_yticks(range(len(sim)), [str(l + 1) for l in range(len(sim))], fontsize=7)
-            ax.set_xlabel({"newton": "Newton", "cg": "CG", "gd": "GD"}[m] + " iterations k", fontsize=8)
+            ax.set_xlabel(f"{names[m]} iterations k", fontsize=8)
             if c == 0:
-                ax.set_ylabel(f"{results['methods'][name]['label']}\nlayer", fontsize=8)
-    fig.colorbar(im, ax=axes, shrink=0.6, label="cosine similarity of residuals")
+                label = textwrap.fill(results["methods"][name]["label"], 26)
+                ax.set_ylabel(f"{label}\nlayer", fontsize=7)
+    fig.colorbar(im, ax=axes, shrink=0.5, label="cosine similarity of residuals (probe reading)")
     save(fig, path, plt)
     return True
 
@@ -180,6 +191,14 @@ def shift_gaps(results: dict[str, Any], path: Path, plt: Any) -> bool:
             ax.errorbar([x + shift for x in xs], ys, yerr=err, marker="os^dv"[i % 5], ms=4, capsize=3,
                         label=results["methods"][name]["label"], color=f"C{i % 10}")  # fmt: skip
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        spread = [abs(v) for g in gaps.values() for _, sp in points
+                  for v in [g["splits"][sp]["last"]["mean"]] if v is not None]  # fmt: skip
+        if spread and max(spread) > 0.5:  # gaps of very different sizes: small ones stay visible near 0
+            ax.set_yscale("symlog", linthresh=0.05, linscale=0.5)
+            lo, hi = ax.get_ylim()
+            ax.set_yticks([v for v in (-10, -1, -0.1, 0, 0.1, 1, 10) if lo <= v <= hi])
+            ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{v:g}"))
+            ax.yaxis.set_minor_locator(plt.NullLocator())
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xlabel(XLABEL[family])
         ax.set_title(family.replace("_", " "), fontsize=10)
