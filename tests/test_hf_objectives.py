@@ -87,7 +87,7 @@ def test_with_zero_multipliers_no_layer_is_read_between_monitoring_steps(tmp_pat
 
 def test_sft_flags_infeasible_constraints_in_its_logs(tmp_path, caplog):
     tok = tokenizer()
-    kw = {**common(tmp_path), "max_steps": 6}
+    kw = {**common(tmp_path), "max_steps": 12}
     cfg = ConstrainedSFTConfig(**kw, **PAPER_FORM, constraint_alpha=0.95, dual_lr=0.5, infeasibility_window=3)
     trainer = ConstrainedSFTTrainer(
         model=tiny_llama(len(tok)), args=cfg, train_dataset=dataset(), processing_class=tok
@@ -138,3 +138,43 @@ def test_constrained_trainer_early_exit_and_calibration(tmp_path):
     result = tr.objective.calibration
     kept = [l for l, r in enumerate(result.descent, start=1) if r is not None and r >= 0.5]
     assert list(result.layers) == kept
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"constrained_layers": [5]}, r"ConstrainedSFTConfig\.constrained_layers: layer 5 of a model with 3 layers"),
+        ({"constraint_alphas": [0.1, 0.1]}, r"ConstrainedSFTConfig\.constraint_alphas: has 2 entries, the model has 3"),
+        ({"layer_objective": "early_exit", "early_exit_layers": [2, 7]},
+         r"ConstrainedSFTConfig\.early_exit_layers: layer 7 of a model with 3 layers"),
+    ],
+)  # fmt: skip
+def test_sft_fields_are_checked_against_the_model_when_the_trainer_is_built(tmp_path, fields, message):
+    """Not at the first step with an IndexError: the error names the field the user set."""
+    from unrolled.validation import ConfigError
+
+    tok = tokenizer()
+    cfg = ConstrainedSFTConfig(**common(tmp_path), **fields)
+    with pytest.raises(ConfigError, match=message):
+        ConstrainedSFTTrainer(
+            model=tiny_llama(len(tok)), args=cfg, train_dataset=dataset(), processing_class=tok
+        )
+
+
+def test_sft_config_errors_name_the_users_fields(tmp_path):
+    from unrolled.validation import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^ConstrainedSFTConfig\.constraint_alpha: must be in \[0, 1\)"):
+        ConstrainedSFTConfig(**common(tmp_path), constraint_alpha=1.5)
+    with pytest.raises(ConfigError, match=r"^ConstrainedSFTConfig\.constraint_alphas\[1\]: must be < 1"):
+        ConstrainedSFTConfig(**common(tmp_path), constraint_alphas=[0.1, 1.2, 0.1])
+    with pytest.raises(ConfigError, match=r"^ConstrainedSFTConfig\.calibration_margin"):
+        ConstrainedSFTConfig(**common(tmp_path), calibrate="relax", calibration_margin=2.0)
+
+
+def test_the_trainer_checks_constraint_layers_against_the_model(tmp_path):
+    from unrolled.validation import ConfigError
+
+    with pytest.raises(ConfigError, match=r"layers: layer 9 of a model with 3 layers"):
+        ConstrainedTrainer(model=solver(), args=args(tmp_path), train_dataset=Examples(n=4),
+                           constraints=ConstraintConfig(alpha=0.1, layers=(1, 9)))  # fmt: skip

@@ -211,25 +211,45 @@ def test_a_positive_slack_on_its_way_down_is_not_flagged_and_a_layer_is_named_on
 
 
 def test_a_short_run_fits_the_window_and_still_names_an_infeasible_constraint(caplog):
-    """60 steps with a dual step every 5: 12 dual steps, fewer than the 20 the window asks for. The window
-    becomes 12 // 3 = 4 dual steps, and layer 1 (which cannot descend) is named at the 4th dual step."""
+    """150 steps with a dual step every 5: 30 dual steps, fewer than the 20 × 3 the window asks for. The window
+    becomes 30 // 3 = 10 dual steps, and layer 1 (which cannot descend) is named at the 10th dual step."""
     cfg = from_dict(ConstraintConfig, {"alpha": 0.5, "dual_lr": 0.01, "dual_every": 5}, "c")
     obj, _ = objective_from_config(cfg, 2, lambda p, t: p, where="short")
     with caplog.at_level(logging.INFO, logger="unrolled.constrained"):
-        train(StuckLayer(), ConstantStream(), TrainConfig(steps=60, optimizer="sgd", lr=0.01, checkpoint_every=1000),
+        train(StuckLayer(), ConstantStream(), TrainConfig(steps=150, optimizer="sgd", lr=0.01, checkpoint_every=1000),
               objective=obj)  # fmt: skip
-    assert obj.monitor.window == 4
-    assert obj.report()["infeasible_since"] == {"1": 4}
-    assert any("infeasibility window: 4 dual steps (the run has 12" in r.message for r in caplog.records)
+    assert obj.monitor.window == 10
+    assert obj.report()["infeasible_since"] == {"1": 10}
+    assert "too_short" not in obj.report()
+    assert any("infeasibility window: 10 dual steps (the run has 30" in r.message for r in caplog.records)
     unfitted = InfeasibilityMonitor(2, window=20)
-    for step in range(1, 13):  # the same 12 dual steps without fitting: nothing can be flagged
+    for step in range(1, 13):  # the same dual steps without fitting: nothing can be flagged
         unfitted.update(torch.tensor([0.5, -0.1]), torch.tensor([0.01 * step, 0.0]), None, step)
     assert unfitted.report()["infeasible_layers"] == []
-    assert unfitted.fit(12) == 4 and unfitted.update(
+    assert unfitted.fit(36) == 12 and unfitted.update(
         torch.tensor([0.5, -0.1]), torch.tensor([0.13, 0.0]), None, 13
     ) == [1]  # the history recorded before fitting counts
     assert InfeasibilityMonitor(2, window=20).fit(3000) == 20  # a long run keeps the window asked for
-    assert InfeasibilityMonitor(2, window=20).fit(3) == 2
+    assert InfeasibilityMonitor(2, window=20).fit(12) == 10  # never fewer than MIN_DUAL_STEPS
+
+
+def test_a_run_too_short_to_tell_gets_no_verdict_and_says_so(caplog):
+    """40 steps with a dual step every 5: 8 dual steps, fewer than MIN_DUAL_STEPS. The same stuck layer whose
+    slack is positive at every one of them is not called infeasible; the report says the run was too short."""
+    cfg = from_dict(ConstraintConfig, {"alpha": 0.5, "dual_lr": 0.01, "dual_every": 5}, "c")
+    obj, _ = objective_from_config(cfg, 2, lambda p, t: p, where="tiny")
+    with caplog.at_level(logging.INFO, logger="unrolled.constrained"):
+        train(StuckLayer(), ConstantStream(), TrainConfig(steps=40, optimizer="sgd", lr=0.01, checkpoint_every=1000),
+              objective=obj)  # fmt: skip
+    report = obj.report()
+    assert (
+        report["infeasible_layers"] == [] and report["too_short"] == "8 dual steps, 10 needed for a verdict"
+    )
+    assert not any("look infeasible" in r.message for r in caplog.records)
+    assert any("too few to tell" in r.message for r in caplog.records)
+    again = InfeasibilityMonitor(2, window=20)
+    again.load_state_dict(obj.monitor.state_dict())
+    assert again.too_short == 8
 
 
 def test_the_task_weight_floor_warns_once_when_the_multipliers_outweigh_the_task(caplog):

@@ -60,7 +60,8 @@ class ConstraintConfig(ConfigModel):
       multipliers whose steps and weights do not grow with the size of a layer's loss.
 
     ``infeasibility_window``: dual steps over which a constraint whose slack stayed positive is reported
-    as infeasible (:mod:`unrolled.constrained.infeasibility`; at most a third of the run's dual steps).
+    as infeasible (:mod:`unrolled.constrained.infeasibility`; at most a third of the run's dual steps, and
+    never fewer than 10: a run with fewer dual steps gets no verdict, and its report says it was too short).
     ``task_weight_floor``: a warning when the task's share of the loss, 1 / (1 + Σλ) with f_{l−1} detached,
     falls below it (0: never).
     """
@@ -108,6 +109,17 @@ class ConstraintConfig(ConfigModel):
             )
         return self
 
+    def check_depth(self, depth: int) -> None:
+        """Raise :class:`ConfigError` (key ``layers`` or ``alphas``) unless these constraints fit a model of
+        ``depth`` layers: every constrained layer in 1..L, one α per layer."""
+        _check_layers(self.layers, depth)
+        if self.alphas is not None:
+            check(
+                len(self.alphas) == depth,
+                "alphas",
+                f"has {len(self.alphas)} entries, the model has {depth} layers (one α per layer)",
+            )
+
     def alpha_for(self, depth: int) -> float | tuple[float, ...]:
         """α for a model of ``depth`` layers (the per-layer list must match it)."""
         if self.alphas is None:
@@ -126,6 +138,16 @@ class ConstraintConfig(ConfigModel):
         return "bounded" if self.multiplier_max is not None else "projected"
 
 
+def _check_layers(layers: tuple[int, ...] | None, depth: int) -> None:
+    bad = sorted(l for l in layers or () if l > depth)
+    check(
+        not bad,
+        "layers",
+        f"layer{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} of a model with {depth} layers "
+        f"(layers are numbered 1..{depth})",
+    )
+
+
 class EarlyExitConfig(ConfigModel):
     """LayerSkip's early-exit loss (Elhoushi et al. 2024; torchtune's ``early_exit_loss``): Σ_l w_l f_l with
     fixed weights that sum to 1 (:mod:`unrolled.constrained.early_exit`).
@@ -141,3 +163,7 @@ class EarlyExitConfig(ConfigModel):
     curriculum: Literal["none", "rotational", "gradual"] = "none"
     gradual_fraction: Annotated[Float, Field(gt=0, le=1)] = 0.5
     layers: Layers | None = None
+
+    def check_depth(self, depth: int) -> None:
+        """Raise :class:`ConfigError` (key ``layers``) unless every exit is a layer of a ``depth``-layer model."""
+        _check_layers(self.layers, depth)

@@ -47,6 +47,7 @@ def objective_from_config(
 
     if config is None:
         return Objective(per_sample_loss), None
+    config.check_depth(depth)  # before anything indexes a layer: a clear error, not an IndexError later
     if isinstance(config, EarlyExitConfig):
         from unrolled.constrained.early_exit import EarlyExitObjective
 

@@ -23,7 +23,10 @@ positive at 90% of its dual steps, the slacks oscillating around targets that ke
 A short run has few dual steps (180 steps with a dual step every 10: 18), fewer than a window of 20 needs
 before it can flag anything. :meth:`InfeasibilityMonitor.fit` shrinks the window to a third of the run's dual
 steps (the trainers call it at the start through ``Objective.sync_step``), so a constraint infeasible from the
-start is named by a third of the way through whatever the run's length.
+start is named by a third of the way through whatever the run's length, but never to fewer than
+:data:`MIN_DUAL_STEPS`: a slack positive at two or three dual steps is what every constraint shows at the start
+of training, and a monitor that alarms on it teaches users to ignore it. A run with fewer dual steps than that
+gets no verdict; its report says it was too short to tell (``too_short``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from typing import Any
 from torch import Tensor
 
 logger = logging.getLogger("unrolled.constrained")
+
+MIN_DUAL_STEPS = 10
+"""The fewest dual steps a fitted monitor looks at before it calls a constraint infeasible."""
 
 REMEDIES = {
     "projected": "bounded multipliers (multiplier_max), resilient relaxation (resilient_cost), targets "
@@ -93,6 +99,7 @@ class InfeasibilityMonitor:
             raise ValueError(f"kind must be one of {', '.join(REMEDIES)}, got {kind!r}")
         self.num, self.window, self.share, self.kind, self.where = num, window, share, kind, where
         self.fall, self.task_floor, self.requested = fall, task_floor, window
+        self.too_short: int | None = None  # a fitted run's dual steps, when fewer than MIN_DUAL_STEPS
         self.task_low_since: int | None = None  # the dual step at which the task's share fell below the floor
         self._history: list[deque[tuple[float, float]]] = [deque(maxlen=window) for _ in range(num)]
         self.flagged: dict[int, str] = {}  # layer (1..L) -> status
@@ -100,10 +107,17 @@ class InfeasibilityMonitor:
 
     def fit(self, dual_steps: int) -> int:
         """Fit the window to a run of ``dual_steps`` dual steps: a third of them, at most the window asked
-        for, at least 2 (what is recorded is kept). Returns the window."""
-        window = max(2, min(self.requested, dual_steps // 3))
+        for, at least :data:`MIN_DUAL_STEPS` (what is recorded is kept). A run with fewer dual steps than that
+        gets no verdict (:attr:`too_short`). Returns the window."""
+        window = max(MIN_DUAL_STEPS, min(self.requested, dual_steps // 3))
+        self.too_short = dual_steps if dual_steps < MIN_DUAL_STEPS else None
+        if self.too_short is not None:
+            logger.info(
+                "%s: %d dual steps, too few to tell whether a constraint is infeasible (%d needed); no verdict",
+                self.where or "constraints", dual_steps, MIN_DUAL_STEPS,
+            )  # fmt: skip
         if window != self.window:
-            if window < self.requested:
+            if window < self.requested and self.too_short is None:
                 logger.info(
                     "infeasibility window: %d dual steps (the run has %d; %d were asked for)",
                     window, dual_steps, self.requested,
@@ -176,12 +190,15 @@ class InfeasibilityMonitor:
 
     def report(self) -> dict[str, Any]:
         """What a run records: the infeasible layers now, how, and when they were first flagged."""
-        return {
+        out = {
             "infeasible_layers": sorted(self.flagged),
             "infeasible_status": {str(l): s for l, s in sorted(self.flagged.items())},
             "infeasible_since": {str(l): self.first_seen[l] for l in sorted(self.flagged)},
             "task_weight_low_since": self.task_low_since,
         }
+        if self.too_short is not None:
+            out["too_short"] = f"{self.too_short} dual steps, {MIN_DUAL_STEPS} needed for a verdict"
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -189,6 +206,7 @@ class InfeasibilityMonitor:
             "flagged": dict(self.flagged),
             "first_seen": dict(self.first_seen),
             "task_low_since": self.task_low_since,
+            "too_short": self.too_short,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -200,3 +218,4 @@ class InfeasibilityMonitor:
         self.flagged = {int(k): v for k, v in state["flagged"].items()}
         self.first_seen = {int(k): int(v) for k, v in state["first_seen"].items()}
         self.task_low_since = state.get("task_low_since")  # absent in checkpoints written before the floor
+        self.too_short = state.get("too_short")

@@ -34,6 +34,29 @@ from unrolled.models.hf import decoder_layers, logit_lens
 from unrolled.perturb import Perturbation
 from unrolled.seeding import derive_seed
 from unrolled.train.hf import ConstraintsMixin
+from unrolled.validation import ConfigError
+
+CONSTRAINT_FIELDS = {
+    "alpha": "constraint_alpha",
+    "alphas": "constraint_alphas",
+    "layers": "constrained_layers",
+    "relative": "relative_slack",
+    "calibrate.mode": "calibrate",
+    "calibrate.batches": "calibration_batches",
+    "calibrate.margin": "calibration_margin",
+    **{k: k for k in ("dual_lr", "dual_every", "resilient_cost", "multiplier_max", "detach_previous",
+                      "infeasibility_window", "task_weight_floor")},
+}  # fmt: skip
+"""The keys of :class:`ConstraintConfig` -> the fields of :class:`ConstrainedSFTConfig` that set them."""
+
+EARLY_EXIT_FIELDS = {
+    "scale": "early_exit_scale",
+    "scale_type": "early_exit_scale_type",
+    "curriculum": "early_exit_curriculum",
+    "gradual_fraction": "early_exit_gradual_fraction",
+    "layers": "early_exit_layers",
+}
+"""The keys of :class:`EarlyExitConfig` -> the fields of :class:`ConstrainedSFTConfig` that set them."""
 
 
 @dataclass
@@ -141,7 +164,31 @@ class ConstrainedSFTConfig(SFTConfig):
         self.objective_config()  # validate the objective's fields now, with their names
 
     def objective_config(self) -> ConstraintConfig | EarlyExitConfig | None:
-        """The library's config of the layerwise objective these fields describe (None: plain SFT)."""
+        """The library's config of the layerwise objective these fields describe (None: plain SFT).
+
+        Raises:
+            ConfigError: naming the field of this config the user set (``constraint_alpha``, not ``alpha``).
+        """
+        try:
+            return self._objective_config()
+        except ConfigError as exc:
+            raise self.user_error(exc) from None
+
+    def user_error(self, exc: ConfigError) -> ConfigError:
+        """``exc`` (about a key of the library's objective configs) in the words of this config's fields."""
+        import re
+
+        names = EARLY_EXIT_FIELDS if self.layer_objective == "early_exit" else CONSTRAINT_FIELDS
+        key = exc.key or ""
+        index = re.search(r"\[\d+\]$", key.split(".")[0])  # alphas[0] -> constraint_alphas[0]
+        parts = re.sub(r"\[\d+\]", "", key).split(".")
+        head = ".".join(parts[:2]) if ".".join(parts[:2]) in names else parts[0]
+        field_name = names.get(head, key) + (index.group(0) if index and head in names else "")
+        return ConfigError(
+            f"ConstrainedSFTConfig.{field_name}: {exc.reason}", key=field_name, reason=exc.reason
+        )
+
+    def _objective_config(self) -> ConstraintConfig | EarlyExitConfig | None:
         from unrolled.config import from_dict
 
         if self.layer_objective == "none":
@@ -156,7 +203,6 @@ class ConstrainedSFTConfig(SFTConfig):
                     "gradual_fraction": self.early_exit_gradual_fraction,
                     "layers": self.early_exit_layers,
                 },
-                "ConstrainedSFTConfig.early_exit",
             )
         if self.constraint_alpha is None and self.constraint_alphas is None:
             return None
@@ -183,7 +229,6 @@ class ConstrainedSFTConfig(SFTConfig):
                 "task_weight_floor": self.task_weight_floor,
                 "relative": self.relative_slack,
             },
-            "ConstrainedSFTConfig",
         )
 
     def constraint_config(self) -> ConstraintConfig | None:
@@ -219,14 +264,17 @@ class ConstrainedSFTTrainer(ConstraintsMixin, SFTTrainer):
             )
         lm = _language_model(self.model)
         depth = lm.config.num_hidden_layers
-        self._setup_constraints(
-            config.objective_config(),
-            depth,
-            None,
-            None,
-            config.train_noise(),
-            derive_seed(config.seed, "noise"),
-        )
+        try:  # checked against the model now, in the fields' own names, not at the first step
+            self._setup_constraints(
+                config.objective_config(),
+                depth,
+                None,
+                None,
+                config.train_noise(),
+                derive_seed(config.seed, "noise"),
+            )
+        except ConfigError as exc:
+            raise config.user_error(exc) from None
         self.lens = logit_lens(lm, config.readout_chunk_tokens)
         self._layers = decoder_layers(lm)
 
