@@ -250,6 +250,7 @@ def train_ensemble(
             calibrate_on_stream(model, stream, objective, objective.calibration_config.batches)  # type: ignore[attr-defined]
     step_fn: Callable[..., Any] | None = None
     mode = compile_mode(cfg.compile)
+    cached: list[tuple[Any, Tensor]] = []  # the batches stacked last (kept alive, so `is` is meaningful)
 
     def save(step: int) -> None:
         ensemble.write_back()
@@ -279,8 +280,13 @@ def train_ensemble(
         for step in range(start + 1, cfg.steps + 1):
             batches = [stream.next() for stream in streams]
             optimizer.zero_grad(set_to_none=True)
-            stacked, rebuild = stack_inputs([b[0] for b in batches])
-            target = torch.stack([b[1] for b in batches])
+            same = len(cached) == S and all(
+                a[0] is b[0] and a[1] is b[1] for a, b in zip(cached, batches, strict=True)
+            )
+            if not same:  # a fixed batch comes back as the same objects every step: stack it once
+                stacked, rebuild = stack_inputs([b[0] for b in batches])
+                target = torch.stack([b[1] for b in batches])
+                cached = batches
             per_member = [o.step_tensors(b[1]) for o, b in zip(objectives, batches, strict=True)]
             tensors = {k: torch.stack([t[k] for t in per_member]) for k in per_member[0]}
             if step_fn is None:  # built once: the inputs' structure is the same every step
