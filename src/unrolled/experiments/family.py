@@ -133,6 +133,18 @@ class ExperimentFamily(ABC):
     def run_unit(self, unit: Unit, data: Any, ctx: UnitContext) -> dict[str, Any]:
         """Run one unit; return its record (plain JSON data; ``seconds`` its compute time)."""
 
+    def ensembles(self, cfg: Any, units: Sequence[Unit]) -> list[list[Unit]]:
+        """The units to run together as one batched computation (:meth:`run_ensemble`), as groups; a group
+        of one runs with :meth:`run_unit`. Default: every unit alone."""
+        return [[u] for u in units]
+
+    def run_ensemble(
+        self, units: Sequence[Unit], data: Sequence[Any], ctxs: Sequence[UnitContext]
+    ) -> list[dict[str, Any]]:
+        """Run a group of :meth:`ensembles` together; one record per unit, each what :meth:`run_unit` would
+        have returned (``data[i]`` is unit i's seed data, ``ctxs[i]`` its context)."""
+        raise NotImplementedError(f"{type(self).__name__} runs no ensembles")
+
     @abstractmethod
     def aggregate(self, cfg: Any, records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """``results.json`` (before the runner adds timing) from every unit's record, in plan order."""

@@ -151,18 +151,22 @@ class Runner:
             dynamic_ncols=True,
             mininterval=0.5 if sys.stderr.isatty() else 30.0,
         )
+        groups = self.family.ensembles(self.cfg, todo)
         try:
-            if self.workers > 1 and len(todo) > 1:
-                run_in_pool(self.cfg, str(self.out), todo, self.workers, bar)
+            if self.workers > 1 and len(groups) > 1:
+                run_in_pool(self.cfg, str(self.out), groups, self.workers, bar)
             else:
                 data: dict[int, Any] = {}
-                for unit in todo:
-                    if unit.seed not in data:  # one seed's data at a time, shared by its units
-                        data = {
-                            unit.seed: self.family.seed_data(self.cfg, unit.seed, self.dtype, self.device)
-                        }
-                    bar.set_postfix_str(unit.key, refresh=False)
-                    self.run_unit(unit, data[unit.seed], bar.update)
+                for group in groups:
+                    seeds = sorted({u.seed for u in group})
+                    if any(
+                        s not in data for s in seeds
+                    ):  # the data of the seeds at hand, shared by their units
+                        data = {s: data.get(s) or self.family.seed_data(self.cfg, s, self.dtype, self.device)
+                                for s in seeds}  # fmt: skip
+                    bar.set_postfix_str(group[0].key + (f" (+{len(group) - 1})" if len(group) > 1 else ""),
+                                        refresh=False)  # fmt: skip
+                    self.run_group(group, data, bar.update)
                     barrier()
         finally:
             bar.close()
@@ -182,12 +186,25 @@ class Runner:
         barrier()
         return results
 
-    def run_unit(self, unit: Unit, data: Any, advance: Callable[[int], object]) -> None:
-        """Run one unit and write its record to ``units/`` atomically (rank 0)."""
+    def run_group(self, units: list[Unit], data: dict[int, Any], advance: Callable[[int], object]) -> None:
+        """Run a group of :meth:`ExperimentFamily.ensembles` (one unit: :meth:`run_unit`) and write every
+        unit's record to ``units/`` atomically (rank 0). ``data``: seed -> its data."""
+        if len(units) == 1:
+            self.run_unit(units[0], data[units[0].seed], advance)
+            return
+        ctxs = [self._context(unit, advance) for unit in units]
+        t0 = time.perf_counter()
+        records = self.family.run_ensemble(units, [data[u.seed] for u in units], ctxs)
+        for unit, record in zip(units, records, strict=True):
+            record.setdefault("seconds", (time.perf_counter() - t0) / len(units))
+            if self.rank == 0:
+                atomic_write_json(self.unit_path(unit), record)
+
+    def _context(self, unit: Unit, advance: Callable[[int], object]) -> UnitContext:
         ckpt = self.checkpoint_path(unit)
         if ckpt.exists():  # the steps done before an interruption count as progress
             advance(int(load_checkpoint(ckpt)["step"]))
-        ctx = UnitContext(
+        return UnitContext(
             cfg=self.cfg,
             unit=unit,
             out=self.out,
@@ -199,6 +216,10 @@ class Runner:
             advance=advance,
             callback=self.on_step,
         )
+
+    def run_unit(self, unit: Unit, data: Any, advance: Callable[[int], object]) -> None:
+        """Run one unit and write its record to ``units/`` atomically (rank 0)."""
+        ctx = self._context(unit, advance)
         t0 = time.perf_counter()
         record = self.family.run_unit(unit, data, ctx)
         record.setdefault("seconds", time.perf_counter() - t0)

@@ -40,7 +40,7 @@ def _worker_init(progress: Any) -> None:
     torch.set_num_threads(1)
 
 
-def _worker_run(cfg: ExperimentConfig, out: str, unit: Unit) -> str:
+def _worker_run(cfg: ExperimentConfig, out: str, group: list[Unit]) -> str:
     from unrolled.experiments.runner import Runner
 
     runner = Runner(cfg, out, resume=True, progress=False, log=lambda _: None)
@@ -52,25 +52,32 @@ def _worker_run(cfg: ExperimentConfig, out: str, unit: Unit) -> str:
             _PROGRESS.put(pending[0])
             pending[0] = 0
 
-    runner.run_unit(unit, runner.family.seed_data(cfg, unit.seed, runner.dtype, runner.device), advance)
+    data = {
+        s: runner.family.seed_data(cfg, s, runner.dtype, runner.device)
+        for s in sorted({u.seed for u in group})
+    }
+    runner.run_group(group, data, advance)
     if pending[0]:
         _PROGRESS.put(pending[0])
-    return unit.key
+    return group[0].key + (f" (+{len(group) - 1})" if len(group) > 1 else "")
 
 
-def run_in_pool(cfg: ExperimentConfig, out: str, units: Sequence[Unit], workers: int, bar: tqdm) -> None:
-    """Run ``units`` in ``workers`` spawned processes, phase by phase, the costliest first.
+def run_in_pool(
+    cfg: ExperimentConfig, out: str, groups: Sequence[list[Unit]], workers: int, bar: tqdm
+) -> None:
+    """Run ``groups`` of units (an ensemble, or one unit) in ``workers`` spawned processes, phase by phase,
+    the costliest first.
 
-    A worker's error is raised here (with its original type) as soon as its unit fails.
+    A worker's error is raised here (with its original type) as soon as its group fails.
     """
     ctx = mp.get_context("spawn")
-    for phase in sorted({u.phase for u in units}):  # e.g. a mixture's experts before the mixture
-        todo = sorted((u for u in units if u.phase == phase), key=lambda u: -u.cost)
+    for phase in sorted({g[0].phase for g in groups}):  # e.g. a mixture's experts before the mixture
+        todo = sorted((g for g in groups if g[0].phase == phase), key=lambda g: -sum(u.cost for u in g))
         if not todo:
             continue
         progress = ctx.Queue()
         with ctx.Pool(workers, initializer=_worker_init, initargs=(progress,)) as pool:
-            pending = [pool.apply_async(_worker_run, (cfg, out, unit)) for unit in todo]
+            pending = [pool.apply_async(_worker_run, (cfg, out, group)) for group in todo]
             while pending:
                 try:
                     bar.update(progress.get(timeout=0.2))

@@ -60,6 +60,37 @@ def trainer_compile_args(value: bool | str) -> dict[str, Any]:
     return {"torch_compile": True, "torch_compile_mode": None if mode == "default" else mode}
 
 
+def compile_function(
+    fn: Callable[..., Any], mode: str = "default", backend: str | None = None
+) -> Callable[..., Any]:
+    """``torch.compile(fn, fullgraph=True)`` under a code object of its own (Dynamo's recompile limit is per
+    code object, so the graphs of the many models one process trains do not count against one another's);
+    compiler failures become a :class:`CompileError` that says what is missing."""
+    backend = backend or BACKEND
+    if mode not in MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; one of {', '.join(MODES)}")
+    global _instances
+    _instances += 1
+
+    def call(*args: Any) -> Any:
+        return fn(*args)
+
+    code = call.__code__.replace(co_name=f"unrolled_fn_{_instances}")
+    named = types.FunctionType(code, call.__globals__, code.co_name, None, call.__closure__)
+    options: dict[str, Any] = {"fullgraph": True, "dynamic": False, "backend": backend}
+    if backend == "inductor":
+        options["mode"] = None if mode == "default" else mode
+    compiled = torch.compile(named, **options)
+
+    def run(*args: Any) -> Any:
+        try:
+            return compiled(*args)
+        except Exception as err:
+            raise _explain(err, backend, mode) from err
+
+    return run
+
+
 class CompiledLoss:
     """``objective.loss(model(inputs), target)`` with the forward pass and the loss compiled as one graph.
 

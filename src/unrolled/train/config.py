@@ -35,6 +35,9 @@ class TrainConfig(ConfigModel):
     ``report_to``: where the logs go besides ``metrics.jsonl`` (:mod:`unrolled.train.tracking`):
     ``tensorboard`` (the ``tensorboard`` extra) and/or ``wandb`` (when installed); ``"none"`` (default) or
     ``[]``: nowhere else. The Hugging Face families take the same setting.
+    ``ensemble``: train the units of an experiment that share a shape (the seeds of one method at one depth)
+    in lockstep as one batched model (:mod:`unrolled.train.ensemble`); every member's results are those it
+    has trained alone (to floating-point rounding). ``false``: one unit at a time.
     ``compile``: compile each step's forward pass and loss with ``torch.compile`` (:mod:`unrolled.train.compiled`):
     ``false`` (default), ``true`` (mode ``default``) or a mode (``reduce-overhead`` adds CUDA graphs on a GPU).
     The first step pays the compilation (tens of seconds); the Hugging Face families pass it on as the
@@ -55,3 +58,4 @@ class TrainConfig(ConfigModel):
     checkpoint_every: PositiveInt = 200
     report_to: ReportTo = "none"
     compile: bool | CompileMode = False
+    ensemble: bool = True

@@ -7,6 +7,7 @@ seed's prompts), ``units`` (what each unit does), ``aggregate`` (``results.json`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -59,6 +60,18 @@ class RegressionFamily(ExperimentFamily):
 
     def seed_data(self, cfg: RegressionExperiment, seed: int, dtype: torch.dtype, device: str) -> SeedData:
         return SeedData(cfg, seed, dtype, device)
+
+    def ensembles(self, cfg: RegressionExperiment, units: Sequence[Unit]) -> list[list[Unit]]:
+        from unrolled.experiments.regression.ensembles import ensembles
+
+        return ensembles(cfg, units)
+
+    def run_ensemble(
+        self, units: Sequence[Unit], data: Sequence[SeedData], ctxs: Sequence[UnitContext]
+    ) -> list[dict[str, Any]]:
+        from unrolled.experiments.regression.ensembles import run_ensemble
+
+        return run_ensemble(units, data, ctxs)
 
     def run_unit(self, unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
         method = unit.spec.method

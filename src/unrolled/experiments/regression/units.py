@@ -85,13 +85,24 @@ def plan(cfg: RegressionExperiment) -> list[Unit]:
     return out
 
 
-def run_learned(unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
-    """Train a learned solver at one depth (ERM or constrained), then score it on every split."""
+@dataclass
+class LearnedSetup:
+    """What training one learned unit needs, built as :func:`run_learned` builds it (shared with ensembles)."""
+
+    model: torch.nn.Module
+    stream: RegressionStream
+    train_cfg: TrainConfig
+    objective: Any
+    heldout_slack: Any
+    where: str
+
+
+def setup_learned(unit: Unit, data: SeedData, ctx: UnitContext) -> LearnedSetup:
+    """The model, stream, training config and objective of a learned unit (or a mixture's expert)."""
     work: Work = unit.spec
     method = work.method
     assert isinstance(method, LearnedMethod) and unit.depth is not None
     cfg: RegressionExperiment = ctx.cfg  # type: ignore[assignment]
-    t0 = time.perf_counter()
     model = build_model(
         method, cfg.task.d, cfg.task.n, unit.depth, generator(unit.seed, method.name, unit.depth, "init")
     )
@@ -113,20 +124,13 @@ def run_learned(unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
     objective, heldout_slack = objective_from_config(
         method.constraints, unit.depth, squared_error, heldout, total_steps=train_cfg.steps, where=where
     )
-    result = train(
-        model,
-        stream,
-        train_cfg,
-        objective=objective,
-        dtype=ctx.dtype,
-        device=ctx.device,
-        checkpoint=ctx.checkpoint,
-        heldout_slack=heldout_slack,
-        on_log=ctx.log_metrics,
-        on_step=ctx.on_step,
-        where=where,
-        log_dir=ctx.log_dir,
-    )
+    return LearnedSetup(model, stream, train_cfg, objective, heldout_slack, where)
+
+
+def learned_record(unit: Unit, data: SeedData, setup: LearnedSetup, result: Any, t0: float) -> dict[str, Any]:
+    """A trained learned unit's record: its training summary and layerwise losses on every split."""
+    work: Work = unit.spec
+    method, model, objective = work.method, setup.model, setup.objective
     record: dict[str, Any] = {
         "method": method.name,
         "seed": unit.seed,
@@ -137,19 +141,40 @@ def run_learned(unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
     if work.variance is not None:
         record["expert_variance"] = work.variance
     if objective.constrained:
-        record["multipliers"] = [float(v) for v in objective.multipliers.value]  # type: ignore[attr-defined]
+        record["multipliers"] = [float(v) for v in objective.multipliers.value]
         record["objective"] = objective.report()
     with torch.no_grad():
         record["layerwise"] = {
             split: {str(unit.depth): losses(model(batch).layerwise_losses(batch.y_query))}
             for split, batch in data.eval_splits().items()
         }
-        if train_cfg.protocol == "fixed_batch":
-            tb = stream.batch
+        if setup.train_cfg.protocol == "fixed_batch":
+            tb = setup.stream.batch
             assert tb is not None
             record["layerwise"]["train"] = {str(unit.depth): losses(model(tb).layerwise_losses(tb.y_query))}
     record["seconds"] = time.perf_counter() - t0
     return record
+
+
+def run_learned(unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
+    """Train a learned solver at one depth (ERM or constrained), then score it on every split."""
+    t0 = time.perf_counter()
+    s = setup_learned(unit, data, ctx)
+    result = train(
+        s.model,
+        s.stream,
+        s.train_cfg,
+        objective=s.objective,
+        dtype=ctx.dtype,
+        device=ctx.device,
+        checkpoint=ctx.checkpoint,
+        heldout_slack=s.heldout_slack,
+        on_log=ctx.log_metrics,
+        on_step=ctx.on_step,
+        where=s.where,
+        log_dir=ctx.log_dir,
+    )
+    return learned_record(unit, data, s, result, t0)
 
 
 def _load_expert(
@@ -172,11 +197,15 @@ def run_mixture(unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
     adaptation batch of that distribution, then layerwise losses on that batch (``adapt:<name>``) and on
     the distribution's held-out prompts (``test`` / ``shift:<name>``).
     """
-    m = unit.spec.method
-    assert isinstance(m, MixtureMethod) and unit.depth is not None
-    cfg: RegressionExperiment = ctx.cfg  # type: ignore[assignment]
-    t0 = time.perf_counter()
-    adapt_cfg = TrainConfig(
+    return run_mixtures([unit], [data], [ctx])[0]
+
+
+AdaptMany = Any
+"""``(mixtures, streams, cfg, ctxs, wheres, names) -> results``: adapts several mixtures at once (an ensemble)."""
+
+
+def adapt_config(m: MixtureMethod) -> TrainConfig:
+    return TrainConfig(
         protocol="fixed_batch",
         steps=m.adapt_steps,
         batch_size=m.adapt_size,
@@ -185,55 +214,84 @@ def run_mixture(unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
         log_every=m.adapt_steps,
         checkpoint_every=m.adapt_steps,
     )
-    tasks = {"base": data.task, **data.shift_tasks}
-    tests = {"base": ("test", data.test), **{k: (f"shift:{k}", v) for k, v in data.shifts.items()}}
-    depth = str(unit.depth)
-    layerwise: dict[str, dict[str, list[float | None]]] = {}
-    adapted: dict[str, Any] = {}
-    trained = [_load_expert(cfg, m, v, unit.seed, unit.depth, ctx) for v in m.expert_variances]
-    for name, task in tasks.items():
-        experts = copy.deepcopy(trained)  # every distribution adapts its own copy (Γ may change)
-        mixture = MixtureOfExperts(experts, gate=m.gate, gate_init=m.gate_init)
-        trainable = mixture.set_adaptable(m.adapt)
-        stream = RegressionStream(task, adapt_cfg, generator(unit.seed, "adapt", name), ctx.dtype, ctx.device)
-        split, test = tests[name]
-        try:
-            result = train(
-                mixture,
-                stream,
-                adapt_cfg,
-                dtype=ctx.dtype,
-                device=ctx.device,
-                on_step=ctx.on_step,
-                where=f"adapting {m.name} to {name}, seed {unit.seed}, depth {unit.depth}",
-                log_dir=ctx.log_dir / f"adapt-{name}",
+
+
+def run_mixtures(
+    units: list[Unit], datas: list[SeedData], ctxs: list[UnitContext], adapt_many: AdaptMany | None = None
+) -> list[dict[str, Any]]:
+    """:func:`run_mixture` for units of one mixture method and depth (their seeds differ). With ``adapt_many``
+    the seeds' mixtures adapt to each distribution together (it raises :class:`NonFiniteLossError` if one
+    diverges: then each adapts alone, and the diverged one is recorded as such, as alone)."""
+    m = units[0].spec.method
+    assert isinstance(m, MixtureMethod) and units[0].depth is not None
+    cfg: RegressionExperiment = ctxs[0].cfg  # type: ignore[assignment]
+    t0 = time.perf_counter()
+    adapt_cfg = adapt_config(m)
+    depth = str(units[0].depth)
+    layerwise: list[dict[str, dict[str, list[float | None]]]] = [{} for _ in units]
+    adapted: list[dict[str, Any]] = [{} for _ in units]
+    trained = [
+        [_load_expert(cfg, m, v, u.seed, u.depth, c) for v in m.expert_variances]  # type: ignore[arg-type]
+        for u, c in zip(units, ctxs, strict=True)
+    ]
+    for name in ["base", *datas[0].shift_tasks]:
+        mixtures, streams, trainable = [], [], []
+        for u, data, ctx, experts in zip(units, datas, ctxs, trained, strict=True):
+            task = data.task if name == "base" else data.shift_tasks[name]
+            mixture = MixtureOfExperts(copy.deepcopy(experts), gate=m.gate, gate_init=m.gate_init)
+            trainable.append(mixture.set_adaptable(m.adapt))  # each distribution adapts its own copy
+            mixtures.append(mixture)
+            streams.append(
+                RegressionStream(task, adapt_cfg, generator(u.seed, "adapt", name), ctx.dtype, ctx.device)
             )
-        except NonFiniteLossError as exc:  # the experts blow up on this distribution: record, go on
-            none: list[float | None] = [None] * (unit.depth + 1)
-            layerwise[split] = {depth: none}
-            layerwise[f"adapt:{name}"] = {depth: none}
-            adapted[name] = {"diverged": str(exc), "trainable": trainable}
-            continue
-        adapt_batch = stream.batch
-        assert adapt_batch is not None
-        with torch.no_grad():
-            layerwise[split] = {depth: losses(mixture(test).layerwise_losses(test.y_query))}
-            layerwise[f"adapt:{name}"] = {
-                depth: losses(mixture(adapt_batch).layerwise_losses(adapt_batch.y_query))
+        wheres = [f"adapting {m.name} to {name}, seed {u.seed}, depth {u.depth}" for u in units]
+        results: list[Any] = []
+        if adapt_many is not None and len(units) > 1:
+            try:
+                results = adapt_many(mixtures, streams, adapt_cfg, ctxs, wheres, name)
+            except NonFiniteLossError:  # some seed diverges: each adapts alone, as it would have
+                for mixture, experts in zip(mixtures, trained, strict=True):
+                    fresh = MixtureOfExperts(copy.deepcopy(experts), gate=m.gate, gate_init=m.gate_init)
+                    fresh.set_adaptable(m.adapt)
+                    mixture.load_state_dict(fresh.state_dict())
+                for i, stream in enumerate(streams):
+                    streams[i] = RegressionStream(stream.task, adapt_cfg, generator(units[i].seed, "adapt", name),
+                                                  ctxs[i].dtype, ctxs[i].device)  # fmt: skip
+                results = []
+        for i, (u, ctx, mixture, stream) in enumerate(zip(units, ctxs, mixtures, streams, strict=True)):
+            split, test = (
+                ("test", datas[i].test) if name == "base" else (f"shift:{name}", datas[i].shifts[name])
+            )
+            if results:
+                result = results[i]
+            else:
+                try:
+                    result = train(mixture, stream, adapt_cfg, dtype=ctx.dtype, device=ctx.device,
+                                   on_step=ctx.on_step, where=wheres[i], log_dir=ctx.log_dir / f"adapt-{name}")  # fmt: skip
+                except NonFiniteLossError as exc:  # the experts blow up on this distribution: record, go on
+                    none: list[float | None] = [None] * (u.depth + 1)  # type: ignore[operator]
+                    layerwise[i][split] = {depth: none}
+                    layerwise[i][f"adapt:{name}"] = {depth: none}
+                    adapted[i][name] = {"diverged": str(exc), "trainable": trainable[i]}
+                    continue
+            adapt_batch = stream.batch
+            assert adapt_batch is not None
+            with torch.no_grad():
+                layerwise[i][split] = {depth: losses(mixture(test).layerwise_losses(test.y_query))}
+                layerwise[i][f"adapt:{name}"] = {
+                    depth: losses(mixture(adapt_batch).layerwise_losses(adapt_batch.y_query))
+                }
+            adapted[i][name] = {
+                "gates": losses(mixture.gates()),
+                "final_adapt_loss": result.final_loss if math.isfinite(result.final_loss) else None,
+                "trainable": trainable[i],
             }
-        adapted[name] = {
-            "gates": losses(mixture.gates()),
-            "final_adapt_loss": result.final_loss if math.isfinite(result.final_loss) else None,
-            "trainable": trainable,
-        }
-    return {
-        "method": m.name,
-        "seed": unit.seed,
-        "depth": unit.depth,
-        "layerwise": layerwise,
-        "adapted": adapted,
-        "seconds": time.perf_counter() - t0,
-    }
+    seconds = (time.perf_counter() - t0) / len(units)
+    return [
+        {"method": m.name, "seed": u.seed, "depth": u.depth, "layerwise": layerwise[i], "adapted": adapted[i],
+         "seconds": seconds}
+        for i, u in enumerate(units)
+    ]  # fmt: skip
 
 
 def run_classical(unit: Unit, data: SeedData, ctx: UnitContext) -> dict[str, Any]:
