@@ -31,18 +31,23 @@ from unrolled.tasks.regression import RegressionBatch
 
 @dataclass
 class State:
-    """A model's state between layers: ``batch`` tensors ``[b, ...]`` and ``shared`` values."""
+    """A model's state between layers: ``batch`` tensors, whose batch dimension is ``batch_dims[name]`` (0 when
+    not named: ``[b, ...]``), and ``shared`` values."""
 
     batch: dict[str, Tensor]
     shared: dict[str, Any] = field(default_factory=dict)
+    batch_dims: dict[str, int] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
-        return next(iter(self.batch.values())).shape[0]
+        name, t = next(iter(self.batch.items()))
+        return t.shape[self.batch_dims.get(name, 0)]
 
     def select(self, keep: Tensor) -> State:
         """The samples ``keep`` (bool ``[b]`` or indices) of this state."""
-        return State({k: v[keep] for k, v in self.batch.items()}, self.shared)
+        index = keep.nonzero().squeeze(-1) if keep.dtype == torch.bool else keep
+        batch = {k: v.index_select(self.batch_dims.get(k, 0), index) for k, v in self.batch.items()}
+        return State(batch, self.shared, self.batch_dims)
 
 
 @dataclass(frozen=True)
@@ -186,44 +191,43 @@ def _learner(model: InContextLearner, start: Callable[[Any], State], step: Calla
 
 @stepper_for.register
 def _linear_transformer(model: LinearTransformer) -> Stepper:
-    """The linear transformer and the Memformers (not the mixtures of experts), batch-first."""
-    label_only = model.label_only
+    """The linear transformer and the Memformers (not the mixtures of experts), in the model's own layout: the
+    label column alone, batch-last, when every layer has B = 0; full tokens batch-first or batch-last otherwise
+    (:attr:`LinearTransformer.batch_first`)."""
+    label_only, first = model.label_only, model.batch_first
+    last = {} if first and not label_only else {"X": 2, "y": 1, "Z": 2, "memory": 1 if label_only else 2}
 
     def start(inputs: RegressionBatch | Tensor) -> State:
         Z = as_tokens(inputs, model.d, model.n)
         if model.normalize:
             Z = normalize_prompt(Z)
-        if label_only:  # only the label column evolves: [B, n+1] against the fixed inputs [B, n+1, d]
-            y = Z[..., model.d]
-            memory = model.init_memory(y)
-            batch = {"X": Z[..., : model.d], "y": y}
+        if label_only:  # only the label column evolves: [n+1, B] against the fixed inputs [n+1, d, B]
+            Zt = Z.permute(1, 2, 0).contiguous()
+            batch = {"X": Zt[:, : model.d], "y": Zt[:, model.d]}
+            memory = model.init_memory(batch["y"])
         else:
-            memory = model.init_memory(Z if model.batch_first else Z.permute(1, 2, 0))
-            batch = {"Z": Z}
+            batch = {"Z": Z if first else Z.permute(1, 2, 0).contiguous()}
+            memory = model.init_memory(batch["Z"])
         if memory is not None:
-            batch["memory"] = memory if label_only or model.batch_first else memory.permute(2, 0, 1)
-        return State(batch)
+            batch["memory"] = memory
+        return State(batch, batch_dims=last)
 
     def step(l: int, state: State) -> State:
         b = state.batch
-        memory = b.get("memory")
         if label_only:
-            T, memory = model.update(l - 1, b["y"], memory, b["X"], labels_batch_first=True)
+            T, memory = model.update(l - 1, b["y"], b.get("memory"), b["X"])
             out = {"X": b["X"], "y": b["y"] + T}
-        elif model.batch_first:
-            Z, memory = model.step(l - 1, b["Z"], memory)
+        else:
+            Z, memory = model.step(l - 1, b["Z"], b.get("memory"))
             out = {"Z": Z}
-        else:  # the model's batch-last layout, back to batch-first for the state
-            mem = None if memory is None else memory.permute(1, 2, 0)
-            Zt, mem = model.step(l - 1, b["Z"].permute(1, 2, 0).contiguous(), mem)
-            out, memory = {"Z": Zt.permute(2, 0, 1)}, None if mem is None else mem.permute(2, 0, 1)
         if memory is not None:
             out["memory"] = memory
-        return State(out)
+        return State(out, batch_dims=last)
 
     def readout(state: State) -> Tensor:
         if label_only:
-            return -state.batch["y"][:, -1]
-        return query_readout(state.batch["Z"])
+            return -state.batch["y"][-1]
+        Z = state.batch["Z"]
+        return query_readout(Z) if first else -Z[-1, -1]
 
     return Stepper(model.depth, start, step, readout, tuple(model.layers))
