@@ -77,6 +77,7 @@ def test_every_command_works_or_names_the_extra(core_env):
         (["convert", "smollm2"], 2, needs_hf),
         (["judge", "nowhere", "--judge", "reference"], 2, "error:"),
         (["report", "nowhere"], 2, "not a run folder"),
+        (["exits", "nowhere"], 2, "no run folder here"),
         (["run", "--resume", "--out", "nowhere"], 2, "nothing to resume"),
     ]
     for args, code, text in expectations:

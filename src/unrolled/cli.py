@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from unrolled.cli_tools import cmd_convert, cmd_env, cmd_judge, cmd_models, package_version
+from unrolled.cli_tools import cmd_convert, cmd_env, cmd_exits, cmd_judge, cmd_models, package_version
 from unrolled.config import ConfigError, apply_overrides, load_yaml
 from unrolled.experiments.config import (
     ExperimentConfig,
@@ -311,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("what", choices=["smollm2"])
     conv.add_argument("--out", help="where to write it (default: $UNROLLED_CACHE or ~/.cache/unrolled)")
     conv.set_defaults(func=cmd_convert)
+
+    ex = sub.add_parser(
+        "exits", help="early exit on a finished run's models: error against layers run, calibrated"
+    )
+    ex.add_argument("run_dir", help="a finished run folder with its checkpoints (task.kind icl)")
+    ex.add_argument("--prompts", type=positive_int, default=2000, help="held-out and test prompts per seed")
+    ex.add_argument("--budget", type=float, default=0.01,
+                    help="the error (squared error / d at the last pair) exits may add to the full model's")  # fmt: skip
+    ex.set_defaults(func=cmd_exits)
 
     jud = sub.add_parser("judge", help="judge a finished SFT run's saved responses with another judge")
     jud.add_argument("run_dir", help="the run folder of an SFT experiment")

@@ -103,3 +103,35 @@ def environment_line() -> str:
 def cmd_env(args: argparse.Namespace) -> int:
     print(environment_line())
     return 0
+
+
+def cmd_exits(args: argparse.Namespace) -> int:
+    """``unrolled exits RUN_DIR``: early-exit curves and calibrated exits of a finished run's trained models."""
+    from unrolled.experiments import load_config
+    from unrolled.report import pyplot
+    from unrolled.train.checkpoint import atomic_write_json, atomic_write_text
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"{run_dir}: no run folder here (no config.yaml); run an experiment into it first"
+        )
+    cfg = load_config(run_dir / "config.yaml")
+    if cfg.kind != "icl":
+        raise ConfigError(
+            f"{run_dir}: early-exit analysis of task.kind {cfg.kind!r} runs is not built yet; built: icl"
+        )
+    from unrolled.experiments.icl.exits import analyse, figure, markdown
+
+    results = analyse(run_dir, cfg, prompts=args.prompts, budget=args.budget,  # type: ignore[arg-type]
+                      progress=lambda what: print(f"  {what}", file=sys.stderr, flush=True))  # fmt: skip
+    if not results["methods"]:
+        raise FileNotFoundError(f"{run_dir}: no trained model checkpoints under {run_dir / 'checkpoints'}")
+    atomic_write_json(run_dir / "exits.json", results)
+    atomic_write_text(run_dir / "exits.md", "\n".join(markdown(results)) + "\n")
+    plt = pyplot()
+    if plt is not None:
+        figure(results, run_dir / "exit_curves.png", plt)
+    print("\n".join(markdown(results)))
+    print(f"wrote {run_dir / 'exits.json'}, exits.md" + (", exit_curves.png" if plt is not None else ""))
+    return 0

@@ -20,11 +20,17 @@ XLABEL = {
 }
 
 
+def _color(results: dict[str, Any], name: str) -> str:
+    """One colour per method in every figure: its place among the config's methods."""
+    return f"C{list(results['methods']).index(name) % 10}"
+
+
 def _style(results: dict[str, Any], name: str) -> dict[str, Any]:
     objective = results["methods"][name]["objective"]
-    return {"erm": {"ls": "-", "marker": "o"}, "constrained": {"ls": "-", "marker": "s"}}.get(
+    style = {"erm": {"ls": "-", "marker": "o"}, "constrained": {"ls": "-", "marker": "s"}}.get(
         objective, {"ls": "--", "marker": "^"}
     )
+    return {**style, "color": _color(results, name)}
 
 
 def error_vs_examples(results: dict[str, Any], path: Path, plt: Any) -> bool:
@@ -63,8 +69,8 @@ def layers(results: dict[str, Any], path: Path, plt: Any) -> bool:
     if not results["learners"]:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, (name, entry) in enumerate(results["learners"].items()):
-        color = f"C{i % 10}"
+    for name, entry in results["learners"].items():
+        color = _color(results, name)
         curve = nums(entry["splits"]["test"]["layers_last"])
         ax.plot(range(len(curve)), curve, "-o", ms=3, color=color, label=results["methods"][name]["label"])
         reading = entry.get("reading")
@@ -72,8 +78,13 @@ def layers(results: dict[str, Any], path: Path, plt: Any) -> bool:
             probe = nums(reading["probe_last"])
             ax.plot(range(len(probe)), probe, "--", lw=1, color=color)
     ls = results["baselines"].get("test", {}).get("least_squares")
-    if ls:
-        ax.axhline(max(ls["last"][0], 1e-6), color="k", ls=":", lw=1, label="least squares")
+    floor = ls["last"][0] if ls else None
+    if floor is not None and floor > 1e-4:
+        ax.axhline(floor, color="k", ls=":", lw=1, label="least squares")
+    elif (
+        floor is not None
+    ):  # noiseless prompts: least squares is exact, a line at 1e-30 would flatten the rest
+        ax.plot([], [], " ", label=f"least squares: {floor:.0e} (off the axis)")
     ax.set_yscale("log")
     plain_log_axis(ax.yaxis)
     ax.set_xlabel("layer l (0: the embedding read out)")
@@ -137,9 +148,9 @@ def best_k(results: dict[str, Any], path: Path, plt: Any) -> bool:
               "gd": "gradient descent" + (f" (η = {gd_lr:g})" if gd_lr else "")}  # fmt: skip
     for c, m in enumerate(("newton", "cg", "gd")):
         ax = axes[c]
-        for i, (name, read) in enumerate(rows):
+        for name, read in rows:
             best = read["probe"][m]["best"][1:]
-            ax.plot(range(1, len(best) + 1), best, marker="o", ms=4, color=f"C{i % 10}",
+            ax.plot(range(1, len(best) + 1), best, marker="o", ms=4, color=_color(results, name),
                     label=results["methods"][name]["label"], ls=_style(results, name)["ls"])  # fmt: skip
         if m == "gd":
             ax.set_yscale("symlog", linthresh=1)
@@ -189,7 +200,7 @@ def shift_gaps(results: dict[str, Any], path: Path, plt: Any) -> bool:
             ys = nums([g["splits"][split]["last"]["mean"] for _, split in points])
             err = nums([g["splits"][split]["last"]["ci"] or 0.0 for _, split in points])
             ax.errorbar([x + shift for x in xs], ys, yerr=err, marker="os^dv"[i % 5], ms=4, capsize=3,
-                        label=results["methods"][name]["label"], color=f"C{i % 10}")  # fmt: skip
+                        label=results["methods"][name]["label"], color=_color(results, name))  # fmt: skip
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
         spread = [abs(v) for g in gaps.values() for _, sp in points
                   for v in [g["splits"][sp]["last"]["mean"]] if v is not None]  # fmt: skip
@@ -243,20 +254,22 @@ def learning_curve(results: dict[str, Any], path: Path, plt: Any) -> bool:
     if not rows:
         return False
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, (name, c) in enumerate(rows):
+    bottom = min(m for _, c in rows for m in nums(c["last"]) if m is not None and m > 0) / 3
+    for name, c in rows:
         mean, sd = nums(c["last"]), nums(c["last_sd"])
-        ax.plot(c["steps"], mean, color=f"C{i % 10}", label=results["methods"][name]["label"],
+        ax.plot(c["steps"], mean, color=_color(results, name), label=results["methods"][name]["label"],
                 ls=_style(results, name)["ls"])  # fmt: skip
-        lo = [max(m - s, 1e-6) for m, s in zip(mean, sd, strict=True)]
-        ax.fill_between(c["steps"], lo, [m + s for m, s in zip(mean, sd, strict=True)], color=f"C{i % 10}",
+        lo = [max(m - s, bottom) for m, s in zip(mean, sd, strict=True)]  # a band to 0 would take the axis
+        ax.fill_between(c["steps"], lo, [m + s for m, s in zip(mean, sd, strict=True)], color=_color(results, name),
                         alpha=0.15, lw=0)  # fmt: skip
     ls = results["baselines"].get("test", {}).get("least_squares")
     floor = ls["last"][0] if ls and ls["last"][0] is not None else 0.0
     ax.axhline(floor + 0.05, color="k", ls=":", lw=1, label="least squares + 0.05 (the bar)")
     ax.set_yscale("log")
+    ax.set_ylim(bottom=bottom)
     plain_log_axis(ax.yaxis)
     integer_axis(ax.xaxis)
-    ax.set_xlabel("training step")
+    ax.set_xlabel("training step (band: ± one std over seeds)")
     ax.set_ylabel(f"held-out squared error / d at n = {results['points'] - 1}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
