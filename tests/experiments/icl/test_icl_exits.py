@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 def test_exits_of_a_finished_icl_run(tmp_path, capsys):
     run = tmp_path / "run"
     results = run_experiment(tiny(seeds=[0]), run, progress=False, log=lambda _m: None)
-    assert main(["exits", str(run), "--prompts", "120", "--budget", "0.05"]) == 0  # 120: the run's test split
+    assert main(["exits", str(run), "--samples", "120", "--budget", "0.05"]) == 0  # 120: the run's test split
     out = json.loads((run / "exits.json").read_text())
     assert set(out["methods"]) == {"erm", "con", "ut"}
     for name, m in out["methods"].items():
