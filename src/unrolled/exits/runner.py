@@ -159,7 +159,7 @@ def timed(
     "mean_layers", "depth"}`` (``ratio``: exit over full; < 1 is faster)."""
     stepper = stepper_for(model)
 
-    def full() -> Tensor:  # text batches are keyword arguments (input_ids, attention_mask), as for the forward
+    def full() -> Tensor:  # text batches are keyword arguments, as for the model's forward
         return (model(**inputs) if isinstance(inputs, dict) else model(inputs)).prediction()
 
     def exit_() -> ExitResult:
