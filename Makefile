@@ -54,6 +54,8 @@ bench: $(VENV)/.installed-dev $(SMOLLM2)
 	$(BIN)/python benchmarks/bench_text.py
 	$(BIN)/python benchmarks/bench_audit.py
 	$(BIN)/python benchmarks/bench_sft.py
+	$(BIN)/python benchmarks/bench_icl.py
+	$(BIN)/python benchmarks/bench_exit.py
 
 bench-cuda: $(VENV)/.installed-dev
 	PYTHON=$(BIN)/python bash benchmarks/run_cuda.sh

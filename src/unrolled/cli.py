@@ -315,10 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser(
         "exits", help="early exit on a finished run's models: error against layers run, calibrated"
     )
-    ex.add_argument("run_dir", help="a finished run folder with its checkpoints (task.kind icl)")
-    ex.add_argument("--prompts", type=positive_int, default=2000, help="held-out and test prompts per seed")
-    ex.add_argument("--budget", type=float, default=0.01,
-                    help="the error (squared error / d at the last pair) exits may add to the full model's")  # fmt: skip
+    ex.add_argument("run_dir", help="a finished run folder with its trained models (task.kind icl or text)")
+    ex.add_argument(
+        "--samples",
+        type=positive_int,
+        help="at most this many held-out and test samples per seed (icl: 2000 prompts; text: all)",
+    )
+    ex.add_argument("--budget", type=float,
+                    help="the quality an exit may lose against the full model (icl: +0.01 of squared error / d "
+                         "at the last pair; text: 0.01 of accuracy)")  # fmt: skip
     ex.set_defaults(func=cmd_exits)
 
     jud = sub.add_parser("judge", help="judge a finished SFT run's saved responses with another judge")

@@ -117,16 +117,23 @@ def cmd_exits(args: argparse.Namespace) -> int:
             f"{run_dir}: no run folder here (no config.yaml); run an experiment into it first"
         )
     cfg = load_config(run_dir / "config.yaml")
-    if cfg.kind != "icl":
-        raise ConfigError(
-            f"{run_dir}: early-exit analysis of task.kind {cfg.kind!r} runs is not built yet; built: icl"
-        )
-    from unrolled.experiments.icl.exits import analyse, figure, markdown
+    progress = lambda what: print(f"  {what}", file=sys.stderr, flush=True)  # noqa: E731
+    if cfg.kind == "icl":
+        from unrolled.experiments.icl.exits import analyse, figure, markdown
 
-    results = analyse(run_dir, cfg, prompts=args.prompts, budget=args.budget,  # type: ignore[arg-type]
-                      progress=lambda what: print(f"  {what}", file=sys.stderr, flush=True))  # fmt: skip
+        budget = 0.01 if args.budget is None else args.budget
+        results = analyse(run_dir, cfg, prompts=args.samples or 2000, budget=budget, progress=progress)  # type: ignore[arg-type]
+    elif cfg.kind == "text":
+        from unrolled.experiments.text.exits import analyse, figure, markdown  # type: ignore[assignment]
+
+        budget = 0.01 if args.budget is None else args.budget
+        results = analyse(run_dir, cfg, samples=args.samples or 10_000, budget=budget, progress=progress)  # type: ignore[arg-type, call-arg]
+    else:
+        raise ConfigError(
+            f"{run_dir}: early-exit analysis of task.kind {cfg.kind!r} runs is not built yet; built: icl, text"
+        )
     if not results["methods"]:
-        raise FileNotFoundError(f"{run_dir}: no trained model checkpoints under {run_dir / 'checkpoints'}")
+        raise FileNotFoundError(f"{run_dir}: no trained models in it (icl: checkpoints/, text: models/)")
     atomic_write_json(run_dir / "exits.json", results)
     atomic_write_text(run_dir / "exits.md", "\n".join(markdown(results)) + "\n")
     plt = pyplot()

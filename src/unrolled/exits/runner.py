@@ -159,8 +159,8 @@ def timed(
     "mean_layers", "depth"}`` (``ratio``: exit over full; < 1 is faster)."""
     stepper = stepper_for(model)
 
-    def full() -> Tensor:
-        return model(inputs).prediction()
+    def full() -> Tensor:  # text batches are keyword arguments, as for the model's forward
+        return (model(**inputs) if isinstance(inputs, dict) else model(inputs)).prediction()
 
     def exit_() -> ExitResult:
         return run_with_exit(stepper, inputs, rule)

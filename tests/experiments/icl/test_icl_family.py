@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from unrolled.cli import main
 from unrolled.config import from_dict
 from unrolled.experiments import ExperimentConfig, run_experiment
 from unrolled.experiments.icl import PromptStream
@@ -50,8 +51,15 @@ def _units(run) -> dict:
     return {p.stem + "/" + p.parent.name: json.loads(p.read_text()) for p in (run / "units").rglob("*.json")}
 
 
-def test_icl_run_scores_learners_and_baselines_and_pairs_the_gaps(tmp_path):
-    results = run_experiment(tiny(), tmp_path / "run", progress=False, log=lambda _m: None)
+@pytest.fixture(scope="module")
+def tiny_icl_run(tmp_path_factory):
+    """One tiny run shared by the tests that only read it (the run itself, and its early exits)."""
+    run = tmp_path_factory.mktemp("icl") / "run"
+    return run, run_experiment(tiny(), run, progress=False, log=lambda _m: None)
+
+
+def test_icl_run_scores_learners_and_baselines_and_pairs_the_gaps(tiny_icl_run):
+    run, results = tiny_icl_run
     assert set(results["learners"]) == {"erm", "con", "ut"}
     splits = {"test", "shift:variance=0.5", "shift:variance=2", "shift:points=9"}
     assert set(results["splits"]) == splits
@@ -59,7 +67,7 @@ def test_icl_run_scores_learners_and_baselines_and_pairs_the_gaps(tmp_path):
     assert len(erm["test"]["curve"]) == 7 and len(erm["shift:points=9"]["curve"]) == 9
     assert len(erm["test"]["layers_last"]) == 3  # the embedding and 2 layers
     # the gap is the paired difference of the records, seed by seed
-    units = _units(tmp_path / "run")
+    units = _units(run)
     gap = results["gaps"]["con"]["splits"]["shift:variance=2"]["last"]
     for seed, value in zip([0, 1], gap["seeds"], strict=True):
         a = units[f"seed{seed}/con"]["splits"]["shift:variance=2"]["last"]["mean"][-1]
@@ -74,7 +82,7 @@ def test_icl_run_scores_learners_and_baselines_and_pairs_the_gaps(tmp_path):
     assert set(results["bar"]) == {"erm", "ut"}  # the ERM learners
     curve = results["learners"]["erm"]["learning_curve"]
     assert curve["steps"] == [4, 8, 12] and len(curve["curve"][0]) == 7
-    report = (tmp_path / "run" / "report.md").read_text()
+    report = (run / "report.md").read_text()
     assert "Shifts: layerwise method" in report and "icl_shift_gaps.png" in report
 
 
@@ -141,3 +149,29 @@ def test_seed_interval_is_students_t():
     assert out["ci"] == pytest.approx(stats.t.ppf(0.975, 4) * sem, rel=1e-3)
     for df in (1, 2, 4, 9, 12, 30, 100):
         assert t975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=0.011)
+
+
+def test_exits_of_a_finished_icl_run(tiny_icl_run, capsys):
+    """``unrolled exits``: curves, calibrated exits and CG stopped on its residual."""
+    run, results = tiny_icl_run
+    assert main(["exits", str(run), "--samples", "120", "--budget", "0.05"]) == 0  # 120: the run's test split
+    out = json.loads((run / "exits.json").read_text())
+    assert set(out["methods"]) == {"erm", "con", "ut"}
+    for name, m in out["methods"].items():
+        # the full model's error on the run's own test prompts is what the run itself measured
+        own = results["learners"][name]["splits"]["test"]["last"]["mean"]  # the mean over seeds
+        assert m["full"]["mean"] == pytest.approx(own, rel=1e-5)
+        assert m["fixed"][-1] == pytest.approx(m["full"]["mean"], rel=1e-6)  # truncated after L: the model
+        layers = m["small_step"]["mean_layers"]
+        assert all(1.0 <= v <= m["depth"] for v in layers)
+        assert layers == sorted(layers, reverse=True)  # a looser tolerance never runs more layers
+        assert m["calibrated"]["seeds"] == 2 and m["per_seed"][0]["timing"]["exit_seconds"] > 0
+    cg = out["cg"]
+    assert cg["error"][cg["tol"].index(1e-8)] < 1e-10  # noiseless, n = 6 > d = 3: CG solves it exactly
+    assert max(cg["iterations"]) <= 2 * 3
+    assert (run / "exits.md").is_file() and "| learner |" in capsys.readouterr().out
+
+
+def test_exits_name_what_is_missing(tmp_path, capsys):
+    assert main(["exits", str(tmp_path)]) == 2
+    assert "no run folder here" in capsys.readouterr().err

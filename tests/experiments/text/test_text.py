@@ -9,6 +9,7 @@ import torch
 
 pytest.importorskip("transformers")
 
+from unrolled.cli import main
 from unrolled.config import from_dict
 from unrolled.experiments import ExperimentConfig, run_experiment
 
@@ -36,10 +37,17 @@ def tiny(**changes) -> ExperimentConfig:
     return from_dict(ExperimentConfig, data)
 
 
-def test_text_run_reports_accuracy_over_gamma_and_layerwise_losses(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_text_run(tmp_path_factory):
+    """One tiny run shared by the tests that only read it (the run itself, and its early exits)."""
+    run = tmp_path_factory.mktemp("text") / "run"
+    return run, run_experiment(tiny(), run, progress=False, log=lambda _: None)
+
+
+def test_text_run_reports_accuracy_over_gamma_and_layerwise_losses(tiny_text_run):
     from transformers import AutoModelForSequenceClassification
 
-    results = run_experiment(tiny(), tmp_path / "run", progress=False, log=lambda _: None)
+    run, results = tiny_text_run
     assert results["gammas"] == [0.0, 2.1] and results["data"]["test"] == 12
     for name, depth in (("minilm_c", 6), ("ut", 2)):
         m = results["methods"][name]
@@ -50,15 +58,11 @@ def test_text_run_reports_accuracy_over_gamma_and_layerwise_losses(tmp_path):
         )
     assert len(results["methods"]["minilm_c"]["multipliers_per_seed"][0]) == 6
     for name in ("report.md", "accuracy_vs_gamma.png", "loss_vs_layer.png", "multipliers.png"):
-        assert (tmp_path / "run" / name).exists(), name
+        assert (run / name).exists(), name
     # the trained classifier is a standard checkpoint, with the label names
-    saved = AutoModelForSequenceClassification.from_pretrained(
-        tmp_path / "run" / "models" / "minilm_c" / "seed0"
-    )
+    saved = AutoModelForSequenceClassification.from_pretrained(run / "models" / "minilm_c" / "seed0")
     assert set(saved.config.id2label.values()) == {"alt.atheism", "sci.space"}
-    assert not (
-        tmp_path / "run" / "checkpoints" / "minilm_c" / "seed0"
-    ).exists()  # Trainer checkpoints cleaned
+    assert not (run / "checkpoints" / "minilm_c" / "seed0").exists()  # Trainer checkpoints cleaned
 
 
 def test_an_interrupted_text_run_resumes_from_the_trainer_checkpoint(tmp_path):
@@ -78,3 +82,21 @@ def test_an_interrupted_text_run_resumes_from_the_trainer_checkpoint(tmp_path):
     assert a["accuracy_mean"] == b["accuracy_mean"]
     for g in ("0.0", "2.1"):
         assert a["layer_loss_mean"][g] == pytest.approx(b["layer_loss_mean"][g], rel=1e-4)
+
+
+def test_exits_of_a_finished_text_run(tiny_text_run, capsys):
+    """``unrolled exits``: the saved classifiers with PABEE, entropy and confidence exits."""
+    run, results = tiny_text_run
+    assert main(["exits", str(run)]) == 0
+    out = json.loads((run / "exits.json").read_text())
+    assert set(out["methods"]) == {"minilm_c", "ut"}
+    for name, depth in (("minilm_c", 6), ("ut", 2)):
+        m = out["methods"][name]
+        assert m["depth"] == depth
+        # the reloaded model on the clean test texts scores what the run measured at γ = 0
+        assert m["full"]["mean"] == pytest.approx(results["methods"][name]["accuracy_mean"][0])
+        assert m["fixed"][-1] == pytest.approx(m["full"]["mean"])
+        assert set(m["rules"]) == {"patience", "entropy", "confidence"}
+        for rule in m["rules"].values():
+            assert all(1.0 <= layers <= depth for layers, _ in rule["curve"])
+    assert (run / "exit_curves.png").is_file() and "| model |" in capsys.readouterr().out
