@@ -56,6 +56,7 @@ bench: $(VENV)/.installed-dev $(SMOLLM2)
 	$(BIN)/python benchmarks/bench_sft.py
 	$(BIN)/python benchmarks/bench_icl.py
 	$(BIN)/python benchmarks/bench_exit.py
+	$(BIN)/python benchmarks/bench_ensemble.py
 
 bench-cuda: $(VENV)/.installed-dev
 	PYTHON=$(BIN)/python bash benchmarks/run_cuda.sh
