@@ -115,7 +115,7 @@ def test_smollm2_sft_killed_between_checkpoints_resumes_to_the_same_run(tmp_path
     cfg = from_dict(ExperimentConfig, {
         "name": "smollm2_kill_resume",
         "seeds": [0],
-        "task": {"kind": "sft", "source": "chatterbot_pairs", "model": "smollm2-135m-instruct", "max_length": 96,
+        "task": {"kind": "sft", "source": "chatterbot", "model": "smollm2-135m-instruct", "max_length": 96,
                  "eval_instructions": 8, "winrate_prompts": 1},
         "train": {"steps": 6, "batch_size": 2, "lr": 0.0002, "log_every": 1, "checkpoint_every": 2,
                   "eval_batch_size": 8, "lora": {"r": 8, "alpha": 16}},
