@@ -175,3 +175,22 @@ def test_members_must_share_a_shape():
 
     with pytest.raises(EnsembleMismatchError, match="differ"):
         Ensemble([LFOMMemformer(d=3, n=6, layers=2), LFOMMemformer(d=3, n=6, layers=3)])
+
+
+def test_the_regression_family_groups_seeds_only_where_ensembles_pay():
+    from unrolled.experiments.registry import get_family
+    from unrolled.experiments.regression.ensembles import MAX_ENTRIES, ensembles
+
+    methods = [{"name": "lt", "kind": "linear_transformer"}, {"name": "cg", "kind": "cg"}]
+    small = config(methods)
+    units = get_family("regression").plan(small)
+    groups = ensembles(small, units)
+    learned = [g for g in groups if g[0].method == "lt"]
+    assert [len(g) for g in learned] == [3]  # the three seeds of the learned method at depth 2, together
+    assert all(len(g) == 1 for g in groups if g[0].method == "cg")  # classical units alone
+    off = config(methods, train={**TRAIN, "ensemble": False})
+    assert all(len(g) == 1 for g in ensembles(off, units))
+    # a batch of more than MAX_ENTRIES prompt entries: measured to cost more together than alone
+    big = config(methods, task={**TASK, "d": 20, "n": 200}, train={**TRAIN, "batch_size": 1000})
+    assert MAX_ENTRIES < 1000 * 201 * 21
+    assert all(len(g) == 1 for g in ensembles(big, get_family("regression").plan(big)))

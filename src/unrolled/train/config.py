@@ -36,8 +36,9 @@ class TrainConfig(ConfigModel):
     ``tensorboard`` (the ``tensorboard`` extra) and/or ``wandb`` (when installed); ``"none"`` (default) or
     ``[]``: nowhere else. The Hugging Face families take the same setting.
     ``ensemble``: train the units of an experiment that share a shape (the seeds of one method at one depth)
-    in lockstep as one batched model (:mod:`unrolled.train.ensemble`); every member's results are those it
-    has trained alone (to floating-point rounding). ``false``: one unit at a time.
+    in lockstep as one batched model (:mod:`unrolled.train.ensemble`) where the family finds it pays (the
+    regression family: batches of at most 2^19 prompt entries); every member's results are those it has
+    trained alone (to floating-point rounding). ``false``: one unit at a time.
     ``compile``: compile each step's forward pass and loss with ``torch.compile`` (:mod:`unrolled.train.compiled`):
     ``false`` (default), ``true`` (mode ``default``) or a mode (``reduce-overhead`` adds CUDA graphs on a GPU).
     The first step pays the compilation (tens of seconds); the Hugging Face families pass it on as the

@@ -26,11 +26,23 @@ from unrolled.experiments.regression.units import (
 from unrolled.train.ensemble import EnsembleMismatchError, train_ensemble
 from unrolled.train.loop import rank_and_world
 
+#: The most prompt entries a member's batch may hold, B · (n + 1) · (d + 1), for its seeds to train as an
+#: ensemble. Measured by benchmarks/bench_ensemble.py on 2 CPU cores: at (d, n, B) = (5, 20, 1000), 126,000
+#: entries, five members cost 0.63× of training them one by one; at (20, 200, 1000), 4.2 million, 2.17× (the
+#: stacked step no longer fits the caches). Larger batches train unit by unit.
+MAX_ENTRIES = 2**19
+
+
+def pays(cfg: Any) -> bool:
+    """Whether the config's batches are small enough for ensembles to pay (:data:`MAX_ENTRIES`)."""
+    return cfg.train.batch_size * (cfg.task.n + 1) * (cfg.task.d + 1) <= MAX_ENTRIES
+
 
 def ensembles(cfg: Any, units: Sequence[Unit]) -> list[list[Unit]]:
     """Groups of units to run together: a learned method (or a mixture's expert, or a mixture) at one depth,
-    every seed; the rest alone. Groups keep the order of their first unit in the plan."""
-    if not cfg.train.ensemble or rank_and_world()[1] > 1:
+    every seed; the rest alone. Groups keep the order of their first unit in the plan. Nothing is grouped
+    with ``train.ensemble: false``, under ``torchrun``, or where ensembles do not pay (:func:`pays`)."""
+    if not cfg.train.ensemble or rank_and_world()[1] > 1 or not pays(cfg):
         return [[u] for u in units]
     groups: dict[tuple[Any, ...], list[Unit]] = {}
     for u in units:
