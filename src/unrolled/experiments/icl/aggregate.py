@@ -41,6 +41,16 @@ def seed_interval(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": float(t.mean()), "ci": half if math.isfinite(half) else None, "seeds": list(values)}
 
 
+def fmt_interval(entry: dict[str, Any], digits: int = 3) -> str:
+    """A :func:`seed_interval` as text: ``mean ± half-width`` (``–`` without a mean, no ± with one seed)."""
+    if entry["mean"] is None:
+        return "–"
+    ci = entry["ci"]
+    return f"{entry['mean']:.{digits}f}" + (
+        f" ± {ci:.{digits}f}" if ci is not None and math.isfinite(ci) else ""
+    )
+
+
 def prompt_interval(means: Sequence[float], sds: Sequence[float], n: Sequence[int]) -> float | None:
     """1.96 × the standard error of the mean of every prompt of every seed (seeds weigh equally)."""
     if not means:

@@ -15,7 +15,6 @@ For every trained learner of a run folder (its final checkpoint) and every seed:
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from unrolled.exits import (
     sweep,
     timed,
 )
-from unrolled.experiments.icl.aggregate import seed_interval
+from unrolled.experiments.icl.aggregate import fmt_interval, seed_interval
 from unrolled.experiments.icl.config import ICLExperiment
 from unrolled.experiments.icl.units import build_learner
 from unrolled.models.icl import Prompts
@@ -173,15 +172,6 @@ def _aggregate(cfg: ICLExperiment, per_method: dict[str, list[dict[str, Any]]], 
             "d": cfg.task.d, "points": cfg.task.points}  # fmt: skip
 
 
-def _fmt(entry: dict[str, Any], digits: int = 3) -> str:
-    if entry["mean"] is None:
-        return "–"
-    ci = entry["ci"]
-    return f"{entry['mean']:.{digits}f}" + (
-        f" ± {ci:.{digits}f}" if ci is not None and math.isfinite(ci) else ""
-    )
-
-
 def markdown(results: dict[str, Any]) -> list[str]:
     """The calibrated table of ``exits.md``."""
     lines = [
@@ -198,8 +188,8 @@ def markdown(results: dict[str, Any]) -> list[str]:
     for m in results["methods"].values():
         c = m["calibrated"]
         tols = ", ".join("–" if t is None else f"{t:.2g}" for t in c["tol"])
-        lines.append(f"| {m['label']} | {_fmt(m['full'])} | {_fmt(c['error'])} | {_fmt(c['mean_layers'], 2)} | "
-                     f"{m['depth']} | {_fmt(c['time_ratio'], 2)} | {tols} |")  # fmt: skip
+        lines.append(f"| {m['label']} | {fmt_interval(m['full'])} | {fmt_interval(c['error'])} | {fmt_interval(c['mean_layers'], 2)} | "
+                     f"{m['depth']} | {fmt_interval(c['time_ratio'], 2)} | {tols} |")  # fmt: skip
     cg = results["cg"]
     lines += ["", "CG stopped on its relative residual (mean iterations → error at the last pair):", ""]
     lines.append(" · ".join(f"tol {t:g}: {i:.1f} → {e:.3g}" for t, i, e in

@@ -9,7 +9,6 @@ layers against the full forward on the same texts. Clean inputs (γ = 0).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from unrolled.exits import (
     sweep,
     timed,
 )
-from unrolled.experiments.icl.aggregate import seed_interval
+from unrolled.experiments.icl.aggregate import fmt_interval, seed_interval
 from unrolled.experiments.text.config import TextExperiment
 from unrolled.experiments.text.data import TextSeedData
 from unrolled.experiments.text.unit import build, tokenizer_model
@@ -144,15 +143,6 @@ def _aggregate(
     return {"budget": budget, "methods": methods, "kind": "text"}
 
 
-def _fmt(entry: dict[str, Any], digits: int = 3) -> str:
-    if entry["mean"] is None:
-        return "–"
-    ci = entry["ci"]
-    return f"{entry['mean']:.{digits}f}" + (
-        f" ± {ci:.{digits}f}" if ci is not None and math.isfinite(ci) else ""
-    )
-
-
 def markdown(results: dict[str, Any]) -> list[str]:
     lines = [
         "# Early exit of the text classifiers",
@@ -166,8 +156,8 @@ def markdown(results: dict[str, Any]) -> list[str]:
     ]
     for m in results["methods"].values():
         for rule, r in m["rules"].items():
-            lines.append(f"| {m['label']} | {_fmt(m['full'])} | {rule} | {_fmt(r['accuracy'])} | "
-                         f"{_fmt(r['mean_layers'], 2)} | {m['depth']} | {_fmt(r['time_ratio'], 2)} |")  # fmt: skip
+            lines.append(f"| {m['label']} | {fmt_interval(m['full'])} | {rule} | {fmt_interval(r['accuracy'])} | "
+                         f"{fmt_interval(r['mean_layers'], 2)} | {m['depth']} | {fmt_interval(r['time_ratio'], 2)} |")  # fmt: skip
     return lines
 
 
