@@ -128,9 +128,14 @@ def cmd_exits(args: argparse.Namespace) -> int:
 
         budget = 0.01 if args.budget is None else args.budget
         results = analyse(run_dir, cfg, samples=args.samples or 10_000, budget=budget, progress=progress)  # type: ignore[arg-type, call-arg]
+    elif cfg.kind == "video":
+        from unrolled.experiments.denoising.exits import analyse, figure, markdown  # type: ignore[assignment]
+
+        budget = 0.02 if args.budget is None else args.budget
+        results = analyse(run_dir, cfg, samples=args.samples or 512, budget=budget, progress=progress)  # type: ignore[arg-type, call-arg]
     else:
         raise ConfigError(
-            f"{run_dir}: early-exit analysis of task.kind {cfg.kind!r} runs is not built yet; built: icl, text"
+            f"{run_dir}: early-exit analysis of task.kind {cfg.kind!r} runs is not built yet; built: icl, text, video"
         )
     if not results["methods"]:
         raise FileNotFoundError(f"{run_dir}: no trained models in it (icl: checkpoints/, text: models/)")
