@@ -47,10 +47,17 @@ def tiny(**overrides) -> ExperimentConfig:
     return from_dict(ExperimentConfig, data)
 
 
-def test_denoising_run_writes_sweeps_curves_and_multipliers(tmp_path):
-    results = run_experiment(tiny(), tmp_path / "run", progress=False)
+@pytest.fixture(scope="module")
+def tiny_video_run(tmp_path_factory):
+    """One tiny run shared by the tests that only read it (the run itself, and its early exits)."""
+    run = tmp_path_factory.mktemp("video") / "run"
+    return run, run_experiment(tiny(), run, progress=False)
+
+
+def test_denoising_run_writes_sweeps_curves_and_multipliers(tiny_video_run):
+    run, results = tiny_video_run
     for name in ("report.md", "rmse_vs_gamma.png", "loss_vs_layer.png", "multipliers.png", "results.json"):
-        assert (tmp_path / "run" / name).exists(), name
+        assert (run / name).exists(), name
     assert results["gammas"] == [0.0, 0.25, 1.5]
     for m in results["methods"].values():
         rmse = m["rmse_mean"]
@@ -59,7 +66,7 @@ def test_denoising_run_writes_sweeps_curves_and_multipliers(tmp_path):
         assert len(m["layer_mse_mean"]["0.25"]) == 3  # f_0..f_2
     assert "multipliers_per_seed" in results["methods"]["ut_c"]
     assert max(results["methods"]["ut_c"]["multipliers_per_seed"][0]) > 0  # α = 0.5 binds
-    report = (tmp_path / "run" / "report.md").read_text()
+    report = (run / "report.md").read_text()
     assert "held-out videos" in report
     assert "carphone" in report
     assert "Training time per step" in report
@@ -166,3 +173,19 @@ def test_seed_data_does_not_depend_on_what_ran_before(tmp_path):
     again = DenoisingData(cfg, 0)
     assert again.sigma == first.sigma
     assert torch.equal(again.test, first.test)
+
+
+def test_exits_of_a_finished_video_run(tiny_video_run, capsys):
+    """``unrolled exits``: the checkpointed denoisers truncated and with per-clip small-step exits."""
+    from unrolled.cli import main
+
+    run, results = tiny_video_run
+    assert main(["exits", str(run), "--samples", "16"]) == 0
+    out = json.loads((run / "exits.json").read_text())
+    assert set(out["methods"]) == {"ut", "ut_c"}
+    for name, m in out["methods"].items():
+        # the reloaded denoiser on the run's test clips at the training γ scores what the run measured
+        assert m["full"]["mean"] == pytest.approx(results["methods"][name]["rmse_mean"][1], rel=1e-4)
+        assert m["fixed"][-1] == pytest.approx(m["full"]["mean"], rel=1e-6)
+        assert all(1.0 <= v <= m["depth"] for v in m["small_step"]["mean_layers"])
+    assert (run / "exit_curves.png").is_file() and "| denoiser |" in capsys.readouterr().out
