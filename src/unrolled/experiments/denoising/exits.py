@@ -32,7 +32,7 @@ from unrolled.experiments.denoising.config import DenoisingExperiment
 from unrolled.experiments.denoising.data import DenoisingData
 from unrolled.experiments.denoising.reference import noisy_test_chunks
 from unrolled.experiments.denoising.unit import build_denoiser, method_train_gamma
-from unrolled.experiments.icl.aggregate import seed_interval
+from unrolled.experiments.icl.aggregate import fmt_interval, seed_interval
 from unrolled.report import integer_axis, nums, save
 from unrolled.seeding import generator
 from unrolled.train.checkpoint import load_checkpoint
@@ -127,15 +127,6 @@ def _aggregate(
     return {"budget": budget, "tols": TOLS, "methods": methods, "kind": "video"}
 
 
-def _fmt(entry: dict[str, Any], digits: int = 2) -> str:
-    if entry["mean"] is None:
-        return "–"
-    ci = entry["ci"]
-    return f"{entry['mean']:.{digits}f}" + (
-        f" ± {ci:.{digits}f}" if ci is not None and math.isfinite(ci) else ""
-    )
-
-
 def markdown(results: dict[str, Any]) -> list[str]:
     lines = [
         "# Early exit of the video denoisers",
@@ -149,8 +140,8 @@ def markdown(results: dict[str, Any]) -> list[str]:
     ]
     for m in results["methods"].values():
         c = m["calibrated"]
-        lines.append(f"| {m['label']} | {_fmt(m['full'])} | {_fmt(c['rmse'])} | {_fmt(c['mean_layers'])} | "
-                     f"{m['depth']} | {_fmt(c['time_ratio'])} |")  # fmt: skip
+        lines.append(f"| {m['label']} | {fmt_interval(m['full'], 2)} | {fmt_interval(c['rmse'], 2)} | {fmt_interval(c['mean_layers'], 2)} | "
+                     f"{m['depth']} | {fmt_interval(c['time_ratio'], 2)} |")  # fmt: skip
     return lines
 
 
