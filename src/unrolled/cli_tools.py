@@ -138,7 +138,9 @@ def cmd_exits(args: argparse.Namespace) -> int:
             f"{run_dir}: early-exit analysis of task.kind {cfg.kind!r} runs is not built yet; built: icl, text, video"
         )
     if not results["methods"]:
-        raise FileNotFoundError(f"{run_dir}: no trained models in it (icl, video: checkpoints/; text: models/)")
+        raise FileNotFoundError(
+            f"{run_dir}: no trained models in it (icl, video: checkpoints/; text: models/)"
+        )
     atomic_write_json(run_dir / "exits.json", results)
     atomic_write_text(run_dir / "exits.md", "\n".join(markdown(results)) + "\n")
     plt = pyplot()
