@@ -9,6 +9,7 @@ layers against the full forward on the same texts. Clean inputs (γ = 0).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +37,16 @@ from unrolled.experiments.text.unit import build, tokenizer_model
 from unrolled.report import integer_axis, nums, save
 from unrolled.tasks.text.tokenize import batches
 
-ENTROPY = [0.01 * 2**k for k in range(8)]  # nats; two classes: at most log 2 ≈ 0.69
-CONFIDENCE = [0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999]
+ENTROPY = [0.01 * 2**k for k in range(12)]  # nats; those under log C apply to C classes
+CONFIDENCE = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999]  # those over 1 / C apply
 
 
-def _rules(depth: int) -> dict[str, tuple[ExitRule, list[float]]]:
+def _rules(depth: int, classes: int) -> dict[str, tuple[ExitRule, list[float]]]:
+    """Each rule and its threshold grid for a ``depth``-layer classifier of ``classes`` labels."""
     return {
         "patience": (Patience(), [float(p) for p in range(1, depth)]),
-        "entropy": (Entropy(), ENTROPY),
-        "confidence": (Confidence(), CONFIDENCE),
+        "entropy": (Entropy(), [t for t in ENTROPY if t < math.log(classes)]),
+        "confidence": (Confidence(), [t for t in CONFIDENCE if t > 1 / classes]),
     }
 
 
@@ -91,7 +93,7 @@ def analyse(run_dir: Path, cfg: TextExperiment, *, samples: int = 10_000, budget
                                    "fixed": [p.quality for p in fixed_depth_curve(test, test_y, ACCURACY)],
                                    "rules": {}}  # fmt: skip
             timing_batch = {k: v[:size] for k, v in data.encoded(tok, "test").items() if k != "labels"}
-            for name, (rule, grid) in _rules(depth).items():
+            for name, (rule, grid) in _rules(depth, data.num_labels).items():
                 chosen = calibrate(val, val_y, rule, grid, ACCURACY, Budget(budget, relative=False))
                 entry: dict[str, Any] = {
                     "curve": [(p.mean_layers, p.quality) for p in sweep(test, test_y, rule, grid, ACCURACY)],
