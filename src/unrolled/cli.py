@@ -315,15 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser(
         "exits", help="early exit on a finished run's models: error against layers run, calibrated"
     )
-    ex.add_argument("run_dir", help="a finished run folder with its trained models (task.kind icl or text)")
+    ex.add_argument(
+        "run_dir", help="a finished run folder with its trained models (task.kind icl, text, video or sft)"
+    )
     ex.add_argument(
         "--samples",
         type=positive_int,
-        help="at most this many held-out and test samples per seed (icl: 2000 prompts; text: all)",
+        help="at most this many held-out and test samples per seed (icl: 2000 prompts; text: all; video: 512 "
+        "clips; sft: 16 win-rate prompts)",
     )
     ex.add_argument("--budget", type=float,
                     help="the quality an exit may lose against the full model (icl: +0.01 of squared error / d "
-                         "at the last pair; text: 0.01 of accuracy)")  # fmt: skip
+                         "at the last pair; text: 0.01 of accuracy; video: 0.02 of RMSE, relative)")  # fmt: skip
+    ex.add_argument("--layers", type=positive_int, nargs="+",
+                    help="sft: the draft layers of self-speculative decoding (default: L/8, L/4, L/2)")  # fmt: skip
     ex.set_defaults(func=cmd_exits)
 
     jud = sub.add_parser("judge", help="judge a finished SFT run's saved responses with another judge")

@@ -118,6 +118,10 @@ def cmd_exits(args: argparse.Namespace) -> int:
         )
     cfg = load_config(run_dir / "config.yaml")
     progress = lambda what: print(f"  {what}", file=sys.stderr, flush=True)  # noqa: E731
+    if getattr(args, "layers", None) is not None and cfg.kind != "sft":
+        raise ConfigError(
+            f"--layers: the draft layers of self-speculative decoding apply to sft runs, not {cfg.kind}"
+        )
     if cfg.kind == "icl":
         from unrolled.experiments.icl.exits import analyse, figure, markdown
 
@@ -133,13 +137,23 @@ def cmd_exits(args: argparse.Namespace) -> int:
 
         budget = 0.02 if args.budget is None else args.budget
         results = analyse(run_dir, cfg, samples=args.samples or 512, budget=budget, progress=progress)  # type: ignore[arg-type, call-arg]
+    elif cfg.kind == "sft":
+        from unrolled.experiments.sft.exits import analyse, figure, markdown  # type: ignore[assignment]
+
+        results = analyse(
+            run_dir,
+            cfg,
+            samples=args.samples or 16,
+            exit_layers=getattr(args, "layers", None),
+            progress=progress,
+        )  # type: ignore[arg-type, call-arg]
     else:
         raise ConfigError(
-            f"{run_dir}: early-exit analysis of task.kind {cfg.kind!r} runs is not built yet; built: icl, text, video"
+            f"{run_dir}: early-exit analysis of task.kind {cfg.kind!r} runs is not built; built: icl, text, video, sft"
         )
     if not results["methods"]:
         raise FileNotFoundError(
-            f"{run_dir}: no trained models in it (icl, video: checkpoints/; text: models/)"
+            f"{run_dir}: no trained models in it (icl, video: checkpoints/; text, sft: models/)"
         )
     atomic_write_json(run_dir / "exits.json", results)
     atomic_write_text(run_dir / "exits.md", "\n".join(markdown(results)) + "\n")

@@ -97,6 +97,21 @@ def test_sft_run_trains_tests_generates_and_judges(tmp_path, tiny_chat_model, in
     assert "every judgment failed" in err and "openai:gpt@http://127.0.0.1:9/v1" in err
     assert "refused" in err.lower() or "urlerror" in err.lower()
     assert (out / "results.json").read_text() == before
+    # `unrolled exits`: self-speculative decoding of the saved models (adapters merged) drafting with 1 and 2 of
+    # their 3 layers is lossless, and the outright-exit accuracy is the one the run recorded
+    assert main(["exits", str(out), "--samples", "2", "--layers", "1", "2"]) == 0
+    exits = json.loads((out / "exits.json").read_text())
+    assert set(exits["methods"]) == {"erm", "con"}
+    for name, m in exits["methods"].items():
+        recorded = json.loads((out / "units" / name / "seed0.json").read_text())["eval"]["0.0"]
+        assert m["layer_token_accuracy"] == recorded["layer_token_accuracy"]
+        for k in (1, 2):
+            e = m["exits"][str(k)]
+            assert e["identical"], (name, k)
+            assert 0.0 <= e["acceptance"]["mean"] <= 1.0
+            assert e["exit_token_accuracy"]["mean"] == pytest.approx(recorded["layer_token_accuracy"][k])
+    assert (out / "exit_curves.png").is_file() and "| model |" in capsys.readouterr().out
+    assert main(["exits", str(out), "--layers", "3"]) == 2  # a draft of all 3 layers is not a draft
 
 
 def test_an_interrupted_sft_run_resumes_with_its_multipliers(tmp_path, tiny_chat_model, instruction_file):
@@ -157,6 +172,40 @@ def test_eval_token_accuracy_and_last_layer_loss_equal_trls(tmp_path, tiny_chat_
             total, count = total + float(out.loss) * n, count + n
     assert ours["0.0"]["layer_loss"][-1] == pytest.approx(total / count, rel=1e-4)  # float32 sums
     assert len(ours["0.0"]["layer_loss"]) == 4 and ours["1.0"]["layer_loss"] != ours["0.0"]["layer_loss"]
+    assert ours["0.0"]["layer_token_accuracy"][-1] == pytest.approx(ours["0.0"]["token_accuracy"], abs=1e-12)
+
+
+def test_outright_exit_accuracy_is_that_of_the_model_cut_after_layer_l(
+    tmp_path, tiny_chat_model, instruction_file
+):
+    """``layer_token_accuracy[l]`` (the logit lens) equals HF's own forward of the model cut to l layers."""
+    from unrolled.experiments.sft.evaluate import evaluate_tokens
+    from unrolled.perturb import Perturbation
+
+    trainer = _trainer(tmp_path, tiny_chat_model, instruction_file, max_steps=40, learning_rate=0.01)
+    trainer.train()  # a random model predicts no token right: train it until layers differ
+    accuracy = evaluate_tokens(trainer, Perturbation("gaussian", 0.0, 0.0, 1.0), (0.0,), seed=0)["0.0"][
+        "layer_token_accuracy"
+    ]
+    layers = trainer.model.model.layers
+    cut = []
+    for depth in (1, 2, 3):
+        trainer.model.model.layers = layers[:depth]
+        hits = count = 0
+        with torch.no_grad():
+            for batch in trainer.get_eval_dataloader():
+                batch = trainer._prepare_inputs(batch)
+                logits = trainer.model(
+                    input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")
+                ).logits
+                labels = batch["labels"][:, 1:]
+                mask = labels != -100
+                hits += int(((logits[:, :-1].argmax(-1) == labels) & mask).sum())
+                count += int(mask.sum())
+        cut.append(hits / count)
+    trainer.model.model.layers = layers
+    assert accuracy[1:] == pytest.approx(cut, abs=1e-12)
+    assert accuracy[-1] > 0.1 and len(set(accuracy[1:])) > 1, accuracy  # not a vacuous comparison
 
 
 def test_batched_greedy_generation_equals_one_at_a_time(tiny_chat_model):

@@ -99,6 +99,12 @@ def aggregate(cfg: SFTExperiment, records: Sequence[dict[str, Any]]) -> dict[str
                 for g in gammas
                 if all("layer_loss" in r["eval"][g] for r in recs)
             },
+            # exiting outright after layer l (older runs did not record it)
+            "layer_token_accuracy_mean": {
+                g: np.mean([r["eval"][g]["layer_token_accuracy"] for r in recs], axis=0).tolist()
+                for g in gammas
+                if all("layer_token_accuracy" in r["eval"][g] for r in recs)
+            },
             "violation_share": {
                 g: float(np.mean([r["eval"][g]["violation_share"] for r in recs]))
                 for g in gammas

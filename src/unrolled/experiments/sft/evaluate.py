@@ -32,7 +32,8 @@ def evaluate_tokens(
     layer_gammas: tuple[float, ...] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per test γ: ``token_accuracy``, ``loss`` (the last layer's) and the number of ``tokens`` scored; at the
-    γ in ``layer_gammas`` (default: all) also ``layer_loss`` ``[L + 1]`` and ``violation_share``.
+    γ in ``layer_gammas`` (default: all) also ``layer_loss`` and ``layer_token_accuracy`` ``[L + 1]`` (the
+    logit lens after layer l, l = 0..L: what exiting outright there scores) and ``violation_share``.
 
     The eval set is the trainer's own (TRL has tokenised it with the chat template and built its masks). The
     noise at each γ comes from its own seeded generator, so every method sees the same draws.
@@ -63,13 +64,19 @@ def evaluate_tokens(
                 total += n
                 # f_0..f_{L-1} by the logit lens; f_L from the model's own logits (the lens on the last layer)
                 last = F.cross_entropy(logits[:, :-1][mask].float(), shift_labels[mask], reduction="sum")
-                lens_losses = [lens.token_mean(s, labels).double() * n for s in states]
-                per_layer = torch.stack([*lens_losses, last.double()])
+                lens_out = [lens.evaluate(s, labels) for s in states]  # (loss sum, correct, tokens) each
+                per_layer = torch.tensor(
+                    [[loss_sum, hits] for loss_sum, hits, _ in lens_out]
+                    + [[float(last), float(((pred == shift_labels) & mask).sum())]],
+                    dtype=torch.float64,
+                )
                 sums = per_layer if sums is None else sums + per_layer
         assert sums is not None and total > 0, "no trained token in the eval set"
-        layer_loss = (sums / total).cpu()
+        layer_loss, layer_accuracy = (sums / total).unbind(dim=1)
         out[str(gamma)] = {"token_accuracy": correct / total, "loss": float(layer_loss[-1]), "tokens": total}
         if layers:
             out[str(gamma)]["layer_loss"] = [float(v) for v in layer_loss]
+            # the token accuracy of exiting outright after layer l (the lens's argmax), l = 0..L
+            out[str(gamma)]["layer_token_accuracy"] = [float(v) for v in layer_accuracy]
             out[str(gamma)]["violation_share"] = violation_share(layer_loss)
     return out

@@ -1,0 +1,185 @@
+"""Self-speculative decoding and outright exits for the language models of a finished SFT run (issue 31).
+
+For the base model and every model the run saved (``models/<method>/seed<s>/``; a LoRA adapter is merged into
+the base model), on the first ``samples`` of the run's win-rate prompts (chat template, greedy, the run's
+``winrate.max_new_tokens``): plain greedy decoding against self-speculative decoding that drafts with the first
+k layers (transformers' ``assistant_early_exit``, through :func:`unrolled.eval.speculative.self_speculative`):
+the share of drafted tokens the full model accepts, tokens per second against greedy decoding of the same
+model on the same prompts, and whether the outputs are identical (they must be: it is lossless). Beside them,
+what exiting outright after layer k scores: the eval token accuracy of the logit lens after layer k at γ = 0,
+which the run recorded (``layer_token_accuracy``; runs made before it was recorded show ``–``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unrolled.eval.speculative import self_speculative
+from unrolled.experiments.icl.aggregate import fmt_interval, seed_interval
+from unrolled.experiments.sft.config import SFTExperiment, SFTMethod
+from unrolled.report import integer_axis, save
+
+__all__ = ["analyse", "default_exit_layers", "figure", "markdown"]
+
+
+def default_exit_layers(depth: int) -> list[int]:
+    """An eighth, a quarter and half of the layers (LayerSkip drafts with about a quarter to a half)."""
+    return sorted({max(1, min(depth - 1, round(depth * f))) for f in (1 / 8, 1 / 4, 1 / 2)})
+
+
+def load_language_model(run_dir: Path, cfg: SFTExperiment, method: SFTMethod, seed: int) -> Any | None:
+    """The model a run trained for ``method`` and ``seed`` (the base model for ``finetune: false``), in float32
+    and eval mode; None when the run saved none."""
+    from unrolled.experiments.sft.unit import model_folder
+    from unrolled.models.hf import load_model
+
+    folder = model_folder(run_dir, method.name, seed)
+    if method.finetune and not folder.is_dir():
+        return None
+    if method.finetune and not (folder / "adapter_config.json").is_file():
+        return load_model(str(folder), "causal_lm", dtype=torch.float32).eval()  # all weights were trained
+    base = load_model(cfg.task.model, "causal_lm", dtype=torch.float32)
+    if not method.finetune:
+        return base.eval()
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(folder)).merge_and_unload().eval()
+
+
+def _prompt_ids(tokenizer: Any, prompts: list[list[dict[str, str]]]) -> list[torch.Tensor]:
+    """Token ids ``[1, T]`` of each prompt, as the run's generations saw them (the chat template)."""
+    from unrolled.eval.generation import _prompt_texts
+
+    return [
+        tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        for text in _prompt_texts(tokenizer, prompts)
+    ]
+
+
+def _unit_record(run_dir: Path, method: str, seed: int) -> dict[str, Any] | None:
+    path = run_dir / "units" / method / f"seed{seed}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def analyse(run_dir: Path, cfg: SFTExperiment, *, samples: int = 16, exit_layers: list[int] | None = None,
+            repeats: int = 1, progress: Any = None) -> dict[str, Any]:  # fmt: skip
+    """Self-speculative decoding at every exit layer for every model of ``run_dir`` (module docstring)."""
+    from unrolled.experiments.sft.data import SFTSeedData
+
+    if cfg.winrate is None:
+        raise ValueError(f"{run_dir}: the run has no win-rate prompts (winrate: null) to decode")
+    per_method: dict[str, list[dict[str, Any]]] = {}
+    for seed in cfg.seeds:
+        data: SFTSeedData | None = None
+        for method in (m for m in cfg.methods if m.runs_on(seed)):
+            model = load_language_model(run_dir, cfg, method, seed)
+            if model is None:
+                continue
+            data = data or SFTSeedData(cfg.task, seed)
+            depth = int(model.config.num_hidden_layers)
+            layers = exit_layers or default_exit_layers(depth)
+            prompts = [list(ex.prompt) for ex in data.split.winrate[:samples]]
+            results = self_speculative(
+                model, _prompt_ids(data.tokenizer, prompts), layers, cfg.winrate.max_new_tokens, repeats
+            )
+            record = _unit_record(run_dir, method.name, seed) or {}
+            clean = record.get("eval", {}).get("0.0", {})
+            outright = clean.get("layer_token_accuracy")
+            rows = []
+            for r in results:
+                row = r.as_dict()
+                row["exit_token_accuracy"] = outright[r.exit_layer] if outright else None
+                rows.append(row)
+            per_method.setdefault(method.name, []).append(
+                {"seed": seed, "depth": depth, "token_accuracy": clean.get("token_accuracy"),
+                 "layer_token_accuracy": outright, "prompts": len(prompts), "exits": rows}
+            )  # fmt: skip
+            if progress is not None:
+                progress(f"{method.name} seed {seed}")
+            del model
+    return _aggregate(cfg, per_method)
+
+
+def _interval(values: list[Any]) -> dict[str, Any]:
+    return seed_interval([float(v) for v in values if v is not None and math.isfinite(float(v))])
+
+
+def _aggregate(cfg: SFTExperiment, per_method: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    labels = {m.name: m.label or m.name for m in cfg.methods}
+    methods: dict[str, Any] = {}
+    for name, rows in per_method.items():
+        layers = [e["exit_layer"] for e in rows[0]["exits"]]
+        exits = {}
+        for i, k in enumerate(layers):
+            cells = [r["exits"][i] for r in rows]
+            exits[str(k)] = {
+                "acceptance": _interval([c["acceptance"] for c in cells]),
+                "speedup": _interval([c["speedup"] for c in cells]),
+                "identical": all(c["identical"] for c in cells),
+                "exit_token_accuracy": _interval([c["exit_token_accuracy"] for c in cells]),
+            }
+        layer_acc = [r["layer_token_accuracy"] for r in rows if r["layer_token_accuracy"]]
+        methods[name] = {
+            "label": labels[name],
+            "index": list(labels).index(name),
+            "depth": rows[0]["depth"],
+            "seeds": [r["seed"] for r in rows],
+            "token_accuracy": _interval([r["token_accuracy"] for r in rows]),
+            "layer_token_accuracy": [sum(v) / len(v) for v in zip(*layer_acc, strict=True)]
+            if layer_acc
+            else None,
+            "exits": exits,
+            "per_seed": rows,
+        }
+    return {"kind": "sft", "methods": methods}
+
+
+def markdown(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "# Self-speculative decoding and outright exits",
+        "",
+        "Greedy decoding of the run's win-rate prompts, drafting with the first k layers (transformers' "
+        "`assistant_early_exit`): the share of drafted tokens the full model accepts, tokens per second over plain "
+        "greedy decoding of the same model on the same prompts, and whether every output is identical. Exit "
+        "accuracy: the eval token accuracy of stopping outright after layer k (the logit lens, γ = 0). "
+        "± the 95% interval over seeds.",
+        "",
+        "| model | final token accuracy | draft layers k | acceptance | speed-up | identical | exit accuracy at k |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in sorted(results["methods"].values(), key=lambda m: m["index"]):
+        for k, e in m["exits"].items():
+            lines.append(
+                f"| {m['label']} | {fmt_interval(m['token_accuracy'])} | {k} of {m['depth']} | "
+                f"{fmt_interval(e['acceptance'], 2)} | {fmt_interval(e['speedup'], 2)}× | "
+                f"{'yes' if e['identical'] else '**no**'} | {fmt_interval(e['exit_token_accuracy'])} |"
+            )
+    return lines
+
+
+def figure(results: dict[str, Any], path: Path, plt: Any) -> None:
+    """Left: acceptance against draft layers; right: the token accuracy of exiting outright after layer l."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for m in sorted(results["methods"].values(), key=lambda m: m["index"]):
+        color = f"C{m['index'] % 10}"
+        ks = [int(k) for k in m["exits"]]
+        acc = [m["exits"][str(k)]["acceptance"]["mean"] for k in ks]
+        left.plot(ks, [math.nan if a is None else a for a in acc], "o-", color=color, label=m["label"])
+        if m["layer_token_accuracy"]:
+            right.plot(range(len(m["layer_token_accuracy"])), m["layer_token_accuracy"], "-", color=color)
+    left.set_xlabel("draft layers k")
+    left.set_ylabel("drafted tokens accepted")
+    left.set_ylim(0, 1)
+    right.set_xlabel("exit after layer l")
+    right.set_ylabel("eval token accuracy (γ = 0)")
+    for ax in (left, right):
+        integer_axis(ax.xaxis)
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    fig.suptitle("self-speculative decoding (left) and exiting outright (right)", fontsize=10)
+    save(fig, path, plt)
