@@ -110,6 +110,9 @@ def test_sft_run_trains_tests_generates_and_judges(tmp_path, tiny_chat_model, in
             assert e["identical"], (name, k)
             assert 0.0 <= e["acceptance"]["mean"] <= 1.0
             assert e["exit_token_accuracy"]["mean"] == pytest.approx(recorded["layer_token_accuracy"][k])
+            assert (
+                0.0 <= e["exit_win_rate"]["mean"] <= 1.0
+            )  # the cut model's responses judged against its own
     assert (out / "exit_curves.png").is_file() and "| model |" in capsys.readouterr().out
     assert main(["exits", str(out), "--layers", "3"]) == 2  # a draft of all 3 layers is not a draft
 
@@ -289,3 +292,24 @@ def test_a_recipe_study_base_model_early_exit_calibration_and_seeds_per_method(
     assert not (tmp_path / "run" / "models" / "base").exists()  # nothing trained, nothing saved
     report = (tmp_path / "run" / "report.md").read_text()
     assert "The recipes side by side" in report and "The layerwise objective at the end of training" in report
+
+
+def test_a_model_cut_after_layer_l_reads_out_layer_l(tiny_chat_model):
+    """``cut_after(model, l)`` runs the first l layers, then the final norm and head: HF's hidden state l read
+    out by the logit lens; and the model is whole again afterwards."""
+    from transformers import AutoModelForCausalLM
+
+    from unrolled.experiments.sft.exits import cut_after
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_model).eval()
+    ids = torch.randint(3, 60, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole = model(ids, output_hidden_states=True)
+        for layer in (1, 2):
+            with cut_after(model, layer):
+                cut = model(ids).logits
+            lens = model.lm_head(model.model.norm(whole.hidden_states[layer]))
+            assert torch.allclose(cut, lens, atol=1e-5), layer
+        assert torch.allclose(model(ids).logits, whole.logits)
+    with pytest.raises(ValueError, match="after layer 4"), cut_after(model, 4):
+        pass

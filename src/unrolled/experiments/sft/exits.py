@@ -7,13 +7,17 @@ k layers (transformers' ``assistant_early_exit``, through :func:`unrolled.eval.s
 the share of drafted tokens the full model accepts, tokens per second against greedy decoding of the same
 model on the same prompts, and whether the outputs are identical (they must be: it is lossless). Beside them,
 what exiting outright after layer k scores: the eval token accuracy of the logit lens after layer k at γ = 0,
-which the run recorded (``layer_token_accuracy``; runs made before it was recorded show ``–``).
+which the run recorded (``layer_token_accuracy``; runs made before it was recorded show ``–``), and the win
+rate of the responses of the model cut after layer k against the same model's full responses at γ = 0 (the run's
+``generations/``), by the run's first judge: 0.5 means exiting outright there answers as well as the whole model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +65,59 @@ def _prompt_ids(tokenizer: Any, prompts: list[list[dict[str, str]]]) -> list[tor
     ]
 
 
+@contextlib.contextmanager
+def cut_after(model: Any, layers: int) -> Iterator[Any]:
+    """The model run through its first ``layers`` layers only (then its final norm and LM head), as
+    transformers' early-exit drafts run it: the base model's ``config.num_hidden_layers`` lowered while the
+    block runs."""
+    base = getattr(model, model.base_model_prefix)
+    depth = base.config.num_hidden_layers
+    if not 1 <= layers <= depth:
+        raise ValueError(f"cannot cut a {depth}-layer model after layer {layers}")
+    base.config.num_hidden_layers = layers
+    try:
+        yield model
+    finally:
+        base.config.num_hidden_layers = depth
+
+
+def outright_win_rates(model: Any, data: Any, cfg: SFTExperiment, full: list[str], layers: list[int],
+                       seed: int) -> dict[int, dict[str, Any]]:  # fmt: skip
+    """Per exit layer k: the win rate of the model cut after layer k over its full responses ``full`` (the
+    run's, γ = 0) on the run's win-rate prompts, by the run's first judge (without the per-item records)."""
+    from unrolled.eval.generation import generate_responses
+    from unrolled.eval.winrate import win_rate
+    from unrolled.experiments.sft.judging import make_judge
+
+    assert cfg.winrate is not None
+    examples = data.split.winrate
+    judge = make_judge(cfg.winrate.judges[0])
+    out = {}
+    for k in layers:
+        with cut_after(model, k):
+            cut = generate_responses(model, data.tokenizer, [list(ex.prompt) for ex in examples],
+                                     max_new_tokens=cfg.winrate.max_new_tokens, batch_size=cfg.winrate.batch_size)  # fmt: skip
+        result = win_rate(judge, [ex.instruction for ex in examples], cut.texts, full,
+                          [ex.completion for ex in examples], confidence=cfg.winrate.confidence, seed=seed)  # fmt: skip
+        record = result.to_dict()
+        record.pop("items")
+        out[k] = record
+    return out
+
+
 def _unit_record(run_dir: Path, method: str, seed: int) -> dict[str, Any] | None:
     path = run_dir / "units" / method / f"seed{seed}.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _full_responses(run_dir: Path, method: str, seed: int) -> list[str] | None:
+    """The run's responses of a model to its win-rate prompts at γ = 0 (None if it saved none)."""
+    from unrolled.experiments.sft.unit import generations_path
+
+    path = generations_path(run_dir, method, seed)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))["gammas"].get("0.0")
 
 
 def analyse(run_dir: Path, cfg: SFTExperiment, *, samples: int = 16, exit_layers: list[int] | None = None,
@@ -90,10 +144,13 @@ def analyse(run_dir: Path, cfg: SFTExperiment, *, samples: int = 16, exit_layers
             record = _unit_record(run_dir, method.name, seed) or {}
             clean = record.get("eval", {}).get("0.0", {})
             outright = clean.get("layer_token_accuracy")
+            full = _full_responses(run_dir, method.name, seed)
+            judged = outright_win_rates(model, data, cfg, full, layers, seed) if full else {}
             rows = []
             for r in results:
                 row = r.as_dict()
                 row["exit_token_accuracy"] = outright[r.exit_layer] if outright else None
+                row["exit_win_rate"] = judged.get(r.exit_layer)
                 rows.append(row)
             per_method.setdefault(method.name, []).append(
                 {"seed": seed, "depth": depth, "token_accuracy": clean.get("token_accuracy"),
@@ -122,6 +179,7 @@ def _aggregate(cfg: SFTExperiment, per_method: dict[str, list[dict[str, Any]]]) 
                 "speedup": _interval([c["speedup"] for c in cells]),
                 "identical": all(c["identical"] for c in cells),
                 "exit_token_accuracy": _interval([c["exit_token_accuracy"] for c in cells]),
+                "exit_win_rate": _interval([c["exit_win_rate"]["rate"] for c in cells if c["exit_win_rate"]]),
             }
         layer_acc = [r["layer_token_accuracy"] for r in rows if r["layer_token_accuracy"]]
         methods[name] = {
@@ -146,18 +204,21 @@ def markdown(results: dict[str, Any]) -> list[str]:
         "Greedy decoding of the run's win-rate prompts, drafting with the first k layers (transformers' "
         "`assistant_early_exit`): the share of drafted tokens the full model accepts, tokens per second over plain "
         "greedy decoding of the same model on the same prompts, and whether every output is identical. Exit "
-        "accuracy: the eval token accuracy of stopping outright after layer k (the logit lens, γ = 0). "
+        "accuracy: the eval token accuracy of stopping outright after layer k (the logit lens, γ = 0); exit win "
+        "rate: the responses of the model cut after layer k against its full responses (0.5: as good). "
         "± the 95% interval over seeds.",
         "",
-        "| model | final token accuracy | draft layers k | acceptance | speed-up | identical | exit accuracy at k |",
-        "|---|---|---|---|---|---|---|",
+        "| model | final token accuracy | draft layers k | acceptance | speed-up | identical | exit accuracy at k "
+        "| exit win rate at k |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in sorted(results["methods"].values(), key=lambda m: m["index"]):
         for k, e in m["exits"].items():
             lines.append(
                 f"| {m['label']} | {fmt_interval(m['token_accuracy'])} | {k} of {m['depth']} | "
                 f"{fmt_interval(e['acceptance'], 2)} | {fmt_interval(e['speedup'], 2)}× | "
-                f"{'yes' if e['identical'] else '**no**'} | {fmt_interval(e['exit_token_accuracy'])} |"
+                f"{'yes' if e['identical'] else '**no**'} | {fmt_interval(e['exit_token_accuracy'])} | "
+                f"{fmt_interval(e['exit_win_rate'], 2)} |"
             )
     return lines
 
