@@ -184,5 +184,5 @@ def figure(results: dict[str, Any], path: Path, plt: Any) -> None:
         "dashed: truncated; solid: PABEE patience; dotted: DeeBERT entropy; ★: calibrated", fontsize=9
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     save(fig, path, plt)
