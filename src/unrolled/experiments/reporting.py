@@ -13,8 +13,9 @@ from typing import Any
 from unrolled.experiments.config import task_kind
 from unrolled.experiments.family import ExperimentFamily
 from unrolled.experiments.registry import get_family
-from unrolled.report import PLOT_HINT, load_run, pyplot, training_plots, write_markdown
+from unrolled.report import PLOT_HINT, load_run, pyplot, write_markdown
 from unrolled.train.checkpoint import atomic_write_text
+from unrolled.training_plots import training_plots
 
 
 def family_of(run: dict[str, Any]) -> ExperimentFamily:
