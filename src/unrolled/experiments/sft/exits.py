@@ -138,6 +138,9 @@ def analyse(run_dir: Path, cfg: SFTExperiment, *, samples: int = 16, exit_layers
             depth = int(model.config.num_hidden_layers)
             layers = exit_layers or default_exit_layers(depth)
             prompts = [list(ex.prompt) for ex in data.split.winrate[:samples]]
+            if progress is not None:  # drafts the model rejects make this slow on a CPU: say what runs
+                progress(f"{method.name} seed {seed}: greedy and self-speculative decoding of {len(prompts)} "
+                         f"prompts, drafts of {', '.join(map(str, layers))} layers")  # fmt: skip
             results = self_speculative(
                 model, _prompt_ids(data.tokenizer, prompts), layers, cfg.winrate.max_new_tokens, repeats
             )
@@ -145,6 +148,10 @@ def analyse(run_dir: Path, cfg: SFTExperiment, *, samples: int = 16, exit_layers
             clean = record.get("eval", {}).get("0.0", {})
             outright = clean.get("layer_token_accuracy")
             full = _full_responses(run_dir, method.name, seed)
+            if full and progress is not None:
+                progress(
+                    f"{method.name} seed {seed}: the model cut after each draft depth answers the win-rate prompts"
+                )
             judged = outright_win_rates(model, data, cfg, full, layers, seed) if full else {}
             rows = []
             for r in results:
