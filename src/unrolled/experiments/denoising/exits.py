@@ -32,7 +32,8 @@ from unrolled.experiments.denoising.config import DenoisingExperiment
 from unrolled.experiments.denoising.data import DenoisingData
 from unrolled.experiments.denoising.reference import noisy_test_chunks
 from unrolled.experiments.denoising.unit import build_denoiser, method_train_gamma
-from unrolled.experiments.icl.aggregate import fmt_interval, seed_interval
+from unrolled.experiments.exit_summary import small_step_summary
+from unrolled.experiments.icl.aggregate import fmt_interval
 from unrolled.report import integer_axis, nums, save
 from unrolled.seeding import generator
 from unrolled.train.checkpoint import load_checkpoint
@@ -100,28 +101,10 @@ def _aggregate(
     labels = {m.name: m.label or m.name for m in cfg.methods}
     methods = {}
     for name, rows in per_method.items():
-        depth = len(rows[0]["fixed"])
-        cal = [r for r in rows if r["tol"] is not None]
         methods[name] = {
             "label": labels[name],
             "index": list(labels).index(name),
-            "depth": depth,
-            "seeds": [r["seed"] for r in rows],
-            "full": seed_interval([r["full"] for r in rows]),
-            "fixed": [sum(r["fixed"][l] for r in rows) / len(rows) for l in range(depth)],
-            "small_step": {
-                "mean_layers": [
-                    sum(r["small_step"][i][0] for r in rows) / len(rows) for i in range(len(TOLS))
-                ],
-                "rmse": [sum(r["small_step"][i][1] for r in rows) / len(rows) for i in range(len(TOLS))],
-            },
-            "calibrated": {
-                "seeds": len(cal),
-                "tol": [r["tol"] for r in rows],
-                "rmse": seed_interval([r["rmse"] for r in cal]),
-                "mean_layers": seed_interval([r["mean_layers"] for r in cal]),
-                "time_ratio": seed_interval([r["timing"]["ratio"] for r in cal]),
-            },
+            **small_step_summary(rows, len(rows[0]["fixed"]), len(TOLS), "rmse"),
             "per_seed": rows,
         }
     return {"budget": budget, "tols": TOLS, "methods": methods, "kind": "video"}

@@ -32,7 +32,8 @@ from unrolled.exits import (
     sweep,
     timed,
 )
-from unrolled.experiments.icl.aggregate import fmt_interval, seed_interval
+from unrolled.experiments.exit_summary import small_step_summary
+from unrolled.experiments.icl.aggregate import fmt_interval
 from unrolled.experiments.icl.config import ICLExperiment
 from unrolled.experiments.icl.units import build_learner
 from unrolled.models.icl import Prompts
@@ -142,27 +143,10 @@ def _aggregate(cfg: ICLExperiment, per_method: dict[str, list[dict[str, Any]]], 
     labels = {m.name: m.label or m.name for m in cfg.methods}
     depths = {m.name: m.depth for m in cfg.methods}
     for name, rows in per_method.items():
-        calibrated = [r for r in rows if r.get("tol") is not None]
         methods[name] = {
             "label": labels[name],
             "index": list(labels).index(name),  # its place among the config's methods: its colour
-            "depth": depths[name],
-            "seeds": [r["seed"] for r in rows],
-            "full": seed_interval([r["full"] for r in rows]),
-            "fixed": [sum(r["fixed"][l] for r in rows) / len(rows) for l in range(depths[name])],
-            "small_step": {
-                "mean_layers": [
-                    sum(r["small_step"][i][0] for r in rows) / len(rows) for i in range(len(TOLS))
-                ],
-                "error": [sum(r["small_step"][i][1] for r in rows) / len(rows) for i in range(len(TOLS))],
-            },
-            "calibrated": {
-                "seeds": len(calibrated),
-                "tol": [r["tol"] for r in rows],
-                "error": seed_interval([r["error"] for r in calibrated]),
-                "mean_layers": seed_interval([r["mean_layers"] for r in calibrated]),
-                "time_ratio": seed_interval([r["timing"]["ratio"] for r in calibrated]),
-            },
+            **small_step_summary(rows, depths[name], len(TOLS), "error"),
             "per_seed": rows,
         }
     cg_mean = {
