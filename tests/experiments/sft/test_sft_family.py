@@ -32,7 +32,9 @@ def tiny_config(model, data, **changes) -> ExperimentConfig:
     return from_dict(ExperimentConfig, cfg)
 
 
-def test_sft_run_trains_tests_generates_and_judges(tmp_path, tiny_chat_model, instruction_file, capsys):
+def test_sft_run_trains_tests_generates_and_judges(
+    tmp_path, tiny_chat_model, instruction_file, capsys, monkeypatch
+):
     from unrolled.carriers import minilm_path
 
     try:
@@ -114,6 +116,18 @@ def test_sft_run_trains_tests_generates_and_judges(tmp_path, tiny_chat_model, in
                 0.0 <= e["exit_win_rate"]["mean"] <= 1.0
             )  # the cut model's responses judged against its own
     assert (out / "exit_curves.png").is_file() and "| model |" in capsys.readouterr().out
+    # each model's record was kept: the same call again decodes nothing and writes the same results
+    import unrolled.experiments.sft.exits as sft_exits
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model measured before was loaded again")
+
+    monkeypatch.setattr(sft_exits, "load_language_model", no_model)
+    assert main(["exits", str(out), "--samples", "2", "--layers", "1", "2"]) == 0
+    assert json.loads((out / "exits.json").read_text()) == exits
+    with pytest.raises(AssertionError, match="loaded again"):  # other draft layers are measured anew
+        main(["exits", str(out), "--samples", "2", "--layers", "1"])
+    monkeypatch.undo()
     assert main(["exits", str(out), "--layers", "3"]) == 2  # a draft of all 3 layers is not a draft
 
 

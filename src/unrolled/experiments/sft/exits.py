@@ -10,6 +10,10 @@ what exiting outright after layer k scores: the eval token accuracy of the logit
 which the run recorded (``layer_token_accuracy``; runs made before it was recorded show ``–``), and the win
 rate of the responses of the model cut after layer k against the same model's full responses at γ = 0 (the run's
 ``generations/``), by the run's first judge: 0.5 means exiting outright there answers as well as the whole model.
+
+Each model's record is written to ``exits/<method>/seed<s>.json`` in the run folder as soon as it is measured
+(decoding takes minutes a model on a CPU): a later call with the same prompts, draft layers and token budget
+reuses it, so an interrupted analysis resumes by model, and models a run trains later are added to it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from unrolled.eval.speculative import self_speculative
 from unrolled.experiments.icl.aggregate import fmt_interval, seed_interval
 from unrolled.experiments.sft.config import SFTExperiment, SFTMethod
 from unrolled.report import integer_axis, save
+from unrolled.train.checkpoint import atomic_write_json
 
 __all__ = ["analyse", "default_exit_layers", "figure", "markdown"]
 
@@ -131,6 +136,19 @@ def analyse(run_dir: Path, cfg: SFTExperiment, *, samples: int = 16, exit_layers
     for seed in cfg.seeds:
         data: SFTSeedData | None = None
         for method in (m for m in cfg.methods if m.runs_on(seed)):
+            settings = {
+                "samples": samples,
+                "layers": exit_layers,
+                "max_new_tokens": cfg.winrate.max_new_tokens,
+            }
+            cached = _cached_record(run_dir, method.name, seed, settings)
+            if cached is not None:
+                per_method.setdefault(method.name, []).append(cached)
+                if progress is not None:
+                    progress(
+                        f"{method.name} seed {seed}: measured before ({_record_path(run_dir, method.name, seed)})"
+                    )
+                continue
             model = load_language_model(run_dir, cfg, method, seed)
             if model is None:
                 continue
@@ -159,14 +177,29 @@ def analyse(run_dir: Path, cfg: SFTExperiment, *, samples: int = 16, exit_layers
                 row["exit_token_accuracy"] = outright[r.exit_layer] if outright else None
                 row["exit_win_rate"] = judged.get(r.exit_layer)
                 rows.append(row)
-            per_method.setdefault(method.name, []).append(
-                {"seed": seed, "depth": depth, "token_accuracy": clean.get("token_accuracy"),
-                 "layer_token_accuracy": outright, "prompts": len(prompts), "exits": rows}
-            )  # fmt: skip
+            measured = {"seed": seed, "depth": depth, "token_accuracy": clean.get("token_accuracy"),
+                        "layer_token_accuracy": outright, "prompts": len(prompts), "exits": rows}  # fmt: skip
+            atomic_write_json(
+                _record_path(run_dir, method.name, seed), {"settings": settings, "record": measured}
+            )
+            per_method.setdefault(method.name, []).append(measured)
             if progress is not None:
                 progress(f"{method.name} seed {seed}")
             del model
     return _aggregate(cfg, per_method)
+
+
+def _record_path(run_dir: Path, method: str, seed: int) -> Path:
+    return run_dir / "exits" / method / f"seed{seed}.json"
+
+
+def _cached_record(run_dir: Path, method: str, seed: int, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """A model's record from an earlier call with the same ``settings`` (None: none, or other settings)."""
+    path = _record_path(run_dir, method, seed)
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return saved["record"] if saved.get("settings") == settings else None
 
 
 def _interval(values: list[Any]) -> dict[str, Any]:
