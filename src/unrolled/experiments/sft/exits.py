@@ -264,23 +264,38 @@ def markdown(results: dict[str, Any]) -> list[str]:
 
 
 def figure(results: dict[str, Any], path: Path, plt: Any) -> None:
-    """Left: acceptance against draft layers; right: the token accuracy of exiting outright after layer l."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    """Acceptance and speed-up against draft layers (self-speculative decoding), and the token accuracy of
+    exiting outright after layer l."""
+    fig, (accept, speed, right) = plt.subplots(1, 3, figsize=(13, 4.4))
     for m in sorted(results["methods"].values(), key=lambda m: m["index"]):
         color = f"C{m['index'] % 10}"
         ks = [int(k) for k in m["exits"]]
-        acc = [m["exits"][str(k)]["acceptance"]["mean"] for k in ks]
-        left.plot(ks, [math.nan if a is None else a for a in acc], "o-", color=color, label=m["label"])
+        for ax, key in ((accept, "acceptance"), (speed, "speedup")):
+            ys = [m["exits"][str(k)][key]["mean"] for k in ks]
+            ax.plot(ks, [math.nan if y is None else y for y in ys], "o-", color=color, label=m["label"])
         if m["layer_token_accuracy"]:
             right.plot(range(len(m["layer_token_accuracy"])), m["layer_token_accuracy"], "-", color=color)
-    left.set_xlabel("draft layers k")
-    left.set_ylabel("drafted tokens accepted")
-    left.set_ylim(0, 1)
-    right.set_xlabel("exit after layer l")
+    accept.set_ylabel("drafted tokens accepted")
+    accept.set_ylim(0, 1)
+    speed.axhline(1.0, color="k", lw=0.8, ls="--")
+    speed.annotate(
+        "greedy decoding", (0.02, 1.0), xycoords=("axes fraction", "data"), va="bottom", fontsize=8
+    )
+    speed.set_ylabel("tokens per second / greedy's")
+    speed.set_ylim(0, max(1.1, speed.get_ylim()[1]))
+    for ax in (accept, speed):
+        ax.set_xlabel("draft layers k")
+    right.set_xlabel("exit outright after layer l")
     right.set_ylabel("eval token accuracy (γ = 0)")
-    for ax in (left, right):
+    for ax in (accept, speed, right):
         integer_axis(ax.xaxis)
         ax.grid(alpha=0.3)
-    left.legend(fontsize=7)
-    fig.suptitle("self-speculative decoding (left) and exiting outright (right)", fontsize=10)
+    handles, labels = accept.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
+    same = all(e["identical"] for m in results["methods"].values() for e in m["exits"].values())
+    lossless = "outputs identical to greedy" if same else "some outputs NOT identical to greedy"
+    fig.suptitle(
+        f"self-speculative decoding (left, middle; {lossless}) and exiting outright (right)", fontsize=10
+    )
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(labels) - 1) // 3), 1, 1))
     save(fig, path, plt)
