@@ -125,9 +125,20 @@ def test_sft_run_trains_tests_generates_and_judges(
     monkeypatch.setattr(sft_exits, "load_language_model", no_model)
     assert main(["exits", str(out), "--samples", "2", "--layers", "1", "2"]) == 0
     assert json.loads((out / "exits.json").read_text()) == exits
-    with pytest.raises(AssertionError, match="loaded again"):  # other draft layers are measured anew
-        main(["exits", str(out), "--samples", "2", "--layers", "1"])
+    assert main(["exits", str(out), "--samples", "2", "--layers", "2"]) == 0  # a depth measured before
+    again = json.loads((out / "exits.json").read_text())
+    assert again["methods"]["erm"]["exits"] == {"2": exits["methods"]["erm"]["exits"]["2"]}
+    with pytest.raises(AssertionError, match="loaded again"):  # other prompts are measured anew
+        main(["exits", str(out), "--samples", "1", "--layers", "1"])
     monkeypatch.undo()
+    # a new depth decodes that depth only and keeps the others: a record of depth 2 alone, then depth 1 added
+    record_file = out / "exits" / "erm" / "seed0.json"
+    saved = json.loads(record_file.read_text())
+    saved["record"]["exits"] = [row for row in saved["record"]["exits"] if row["exit_layer"] == 2]
+    record_file.write_text(json.dumps(saved))
+    assert main(["exits", str(out), "--samples", "2", "--layers", "1", "2"]) == 0
+    rows = json.loads(record_file.read_text())["record"]["exits"]
+    assert [row["exit_layer"] for row in rows] == [1, 2] and rows[1] == saved["record"]["exits"][0]
     assert main(["exits", str(out), "--layers", "3"]) == 2  # a draft of all 3 layers is not a draft
 
 

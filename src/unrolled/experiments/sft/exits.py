@@ -12,8 +12,9 @@ rate of the responses of the model cut after layer k against the same model's fu
 ``generations/``), by the run's first judge: 0.5 means exiting outright there answers as well as the whole model.
 
 Each model's record is written to ``exits/<method>/seed<s>.json`` in the run folder as soon as it is measured
-(decoding takes minutes a model on a CPU): a later call with the same prompts, draft layers and token budget
-reuses it, so an interrupted analysis resumes by model, and models a run trains later are added to it.
+(decoding takes minutes a model on a CPU): a later call on the same prompts and token budget reuses every draft
+depth measured before and decodes only the new ones (each depth's speed-up is against the greedy decoding timed
+in its own call), so an interrupted analysis resumes by model, and models a run trains later are added to it.
 """
 
 from __future__ import annotations
@@ -136,31 +137,32 @@ def analyse(run_dir: Path, cfg: SFTExperiment, *, samples: int = 16, exit_layers
     for seed in cfg.seeds:
         data: SFTSeedData | None = None
         for method in (m for m in cfg.methods if m.runs_on(seed)):
-            settings = {
-                "samples": samples,
-                "layers": exit_layers,
-                "max_new_tokens": cfg.winrate.max_new_tokens,
-            }
-            cached = _cached_record(run_dir, method.name, seed, settings)
-            if cached is not None:
-                per_method.setdefault(method.name, []).append(cached)
-                if progress is not None:
-                    progress(
-                        f"{method.name} seed {seed}: measured before ({_record_path(run_dir, method.name, seed)})"
+            settings = {"samples": samples, "max_new_tokens": cfg.winrate.max_new_tokens}
+            saved = _saved_record(run_dir, method.name, seed, settings)
+            done = {row["exit_layer"]: row for row in saved["exits"]} if saved else {}
+            if saved is not None:
+                layers = exit_layers or default_exit_layers(saved["depth"])
+                if all(k in done for k in layers):
+                    per_method.setdefault(method.name, []).append(
+                        {**saved, "exits": [done[k] for k in layers]}
                     )
-                continue
+                    if progress is not None:
+                        progress(f"{method.name} seed {seed}: measured before "
+                                 f"({_record_path(run_dir, method.name, seed)})")  # fmt: skip
+                    continue
             model = load_language_model(run_dir, cfg, method, seed)
             if model is None:
                 continue
             data = data or SFTSeedData(cfg.task, seed)
             depth = int(model.config.num_hidden_layers)
             layers = exit_layers or default_exit_layers(depth)
+            missing = [k for k in layers if k not in done]
             prompts = [list(ex.prompt) for ex in data.split.winrate[:samples]]
             if progress is not None:  # drafts the model rejects make this slow on a CPU: say what runs
                 progress(f"{method.name} seed {seed}: greedy and self-speculative decoding of {len(prompts)} "
-                         f"prompts, drafts of {', '.join(map(str, layers))} layers")  # fmt: skip
+                         f"prompts, drafts of {', '.join(map(str, missing))} layers")  # fmt: skip
             results = self_speculative(
-                model, _prompt_ids(data.tokenizer, prompts), layers, cfg.winrate.max_new_tokens, repeats
+                model, _prompt_ids(data.tokenizer, prompts), missing, cfg.winrate.max_new_tokens, repeats
             )
             record = _unit_record(run_dir, method.name, seed) or {}
             clean = record.get("eval", {}).get("0.0", {})
@@ -170,19 +172,19 @@ def analyse(run_dir: Path, cfg: SFTExperiment, *, samples: int = 16, exit_layers
                 progress(
                     f"{method.name} seed {seed}: the model cut after each draft depth answers the win-rate prompts"
                 )
-            judged = outright_win_rates(model, data, cfg, full, layers, seed) if full else {}
-            rows = []
+            judged = outright_win_rates(model, data, cfg, full, missing, seed) if full else {}
             for r in results:
-                row = r.as_dict()
+                row = r.as_dict()  # its speed-up against the greedy decoding timed in the same call
                 row["exit_token_accuracy"] = outright[r.exit_layer] if outright else None
                 row["exit_win_rate"] = judged.get(r.exit_layer)
-                rows.append(row)
+                done[r.exit_layer] = row
             measured = {"seed": seed, "depth": depth, "token_accuracy": clean.get("token_accuracy"),
-                        "layer_token_accuracy": outright, "prompts": len(prompts), "exits": rows}  # fmt: skip
+                        "layer_token_accuracy": outright, "prompts": len(prompts)}  # fmt: skip
             atomic_write_json(
-                _record_path(run_dir, method.name, seed), {"settings": settings, "record": measured}
+                _record_path(run_dir, method.name, seed),
+                {"settings": settings, "record": {**measured, "exits": [done[k] for k in sorted(done)]}},
             )
-            per_method.setdefault(method.name, []).append(measured)
+            per_method.setdefault(method.name, []).append({**measured, "exits": [done[k] for k in layers]})
             if progress is not None:
                 progress(f"{method.name} seed {seed}")
             del model
@@ -193,13 +195,14 @@ def _record_path(run_dir: Path, method: str, seed: int) -> Path:
     return run_dir / "exits" / method / f"seed{seed}.json"
 
 
-def _cached_record(run_dir: Path, method: str, seed: int, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """A model's record from an earlier call with the same ``settings`` (None: none, or other settings)."""
+def _saved_record(run_dir: Path, method: str, seed: int, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """A model's record from earlier calls on the same prompts and token budget (None: none, or others)."""
     path = _record_path(run_dir, method, seed)
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    return saved["record"] if saved.get("settings") == settings else None
+    same = all(saved.get("settings", {}).get(key) == value for key, value in settings.items())
+    return saved["record"] if same else None
 
 
 def _interval(values: list[Any]) -> dict[str, Any]:
