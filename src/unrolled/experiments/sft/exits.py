@@ -20,7 +20,6 @@ in its own call), so an interrupted analysis resumes by model, and models a run 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,7 @@ from unrolled.eval.speculative import self_speculative
 from unrolled.experiments.icl.aggregate import fmt_interval, seed_interval
 from unrolled.experiments.sft.config import SFTExperiment, SFTMethod
 from unrolled.report import integer_axis, save
-from unrolled.train.checkpoint import atomic_write_json
+from unrolled.train.checkpoint import atomic_write_json, read_json
 
 __all__ = ["analyse", "default_exit_layers", "figure", "markdown"]
 
@@ -113,7 +112,7 @@ def outright_win_rates(model: Any, data: Any, cfg: SFTExperiment, full: list[str
 
 def _unit_record(run_dir: Path, method: str, seed: int) -> dict[str, Any] | None:
     path = run_dir / "units" / method / f"seed{seed}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def _full_responses(run_dir: Path, method: str, seed: int) -> list[str] | None:
@@ -123,7 +122,7 @@ def _full_responses(run_dir: Path, method: str, seed: int) -> list[str] | None:
     path = generations_path(run_dir, method, seed)
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))["gammas"].get("0.0")
+    return read_json(path)["gammas"].get("0.0")
 
 
 def analyse(run_dir: Path, cfg: SFTExperiment, *, samples: int = 16, exit_layers: list[int] | None = None,
@@ -200,7 +199,7 @@ def _saved_record(run_dir: Path, method: str, seed: int, settings: dict[str, Any
     path = _record_path(run_dir, method, seed)
     if not path.is_file():
         return None
-    saved = json.loads(path.read_text())
+    saved = read_json(path)
     same = all(saved.get("settings", {}).get(key) == value for key, value in settings.items())
     return saved["record"] if same else None
 
