@@ -338,3 +338,21 @@ def test_a_model_cut_after_layer_l_reads_out_layer_l(tiny_chat_model):
         assert torch.allclose(model(ids).logits, whole.logits)
     with pytest.raises(ValueError, match="after layer 4"), cut_after(model, 4):
         pass
+
+
+@pytest.mark.parametrize("gammas", [[0.0], [0.0, 1.5]])
+def test_the_recipe_table_has_stress_columns_only_when_a_perturbed_gamma_was_tested(gammas):
+    """A run tested at γ = 0 alone shows each accuracy and win rate once, not twice under the same heading."""
+    from unrolled.experiments.sft.report import recipe_table
+
+    def method(label, acc):
+        return {"label": label, "token_accuracy_mean": [acc] * len(gammas), "token_accuracy_std": [0.0] * len(gammas),
+                "seeds": [0], "violation_share": {"0.0": 0.5}, "layers": 4}  # fmt: skip
+
+    results = {"gammas": gammas, "seeds": [0], "methods": {"erm": method("ERM", 0.6), "ee": method("EE", 0.5)},
+               "winrates": [{"method": "ee", "baseline": "erm", "gamma": 0.0, "judge": "j", "rate_mean": 0.25}]}  # fmt: skip
+    text = recipe_table(results)
+    head = text.splitlines()[0]
+    assert head.count("accuracy γ=") == len(gammas) and head.count("win rate γ=") == len(gammas)
+    ee = next(line for line in text.splitlines() if line.startswith("| EE"))
+    assert ee.count("0.500 (-0.100)") == len(gammas) and "25.0%" in ee and "2 of 4" in ee

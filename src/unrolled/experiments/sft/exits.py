@@ -269,12 +269,15 @@ def figure(results: dict[str, Any], path: Path, plt: Any) -> None:
     """Acceptance and speed-up against draft layers (self-speculative decoding), and the token accuracy of
     exiting outright after layer l."""
     fig, (accept, speed, right) = plt.subplots(1, 3, figsize=(13, 4.4))
+    counts = {len(m["seeds"]) for m in results["methods"].values()}
     for m in sorted(results["methods"].values(), key=lambda m: m["index"]):
         color = f"C{m['index'] % 10}"
         ks = [int(k) for k in m["exits"]]
+        n = len(m["seeds"])
+        label = m["label"] if len(counts) == 1 else f"{m['label']} · {n} seed{'s' if n > 1 else ''}"
         for ax, key in ((accept, "acceptance"), (speed, "speedup")):
             ys = [m["exits"][str(k)][key]["mean"] for k in ks]
-            ax.plot(ks, [math.nan if y is None else y for y in ys], "o-", color=color, label=m["label"])
+            ax.plot(ks, [math.nan if y is None else y for y in ys], "o-", color=color, label=label)
         if m["layer_token_accuracy"]:
             right.plot(range(len(m["layer_token_accuracy"])), m["layer_token_accuracy"], "-", color=color)
     accept.set_ylabel("drafted tokens accepted")
@@ -296,8 +299,16 @@ def figure(results: dict[str, Any], path: Path, plt: Any) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
     same = all(e["identical"] for m in results["methods"].values() for e in m["exits"].values())
     lossless = "outputs identical to greedy" if same else "some outputs NOT identical to greedy"
+    seeds = (
+        "one seed"
+        if counts == {1}
+        else f"mean of {max(counts)} seeds"
+        if len(counts) == 1
+        else "mean of each model's seeds"
+    )
     fig.suptitle(
-        f"self-speculative decoding (left, middle; {lossless}) and exiting outright (right)", fontsize=10
+        f"self-speculative decoding (left, middle; {lossless}) and exiting outright (right); {seeds}",
+        fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(labels) - 1) // 3), 1, 1))
     save(fig, path, plt)

@@ -60,10 +60,11 @@ def _stress_gamma(results: dict[str, Any]) -> float:
 def recipe_table(results: dict[str, Any]) -> str:
     """One row per method: eval token accuracy at γ = 0 and at the stress γ (with the difference to the
     win-rate baseline), the layers going up at γ = 0, and the win rate against the baseline at both γ (first
-    judge)."""
+    judge). A run tested at γ = 0 alone has no stress columns."""
     gammas = results["gammas"]
     stress = _stress_gamma(results)
     i0, i1 = gammas.index(0.0) if 0.0 in gammas else 0, gammas.index(stress)
+    columns = [(i0, gammas[i0])] + ([(i1, stress)] if i1 != i0 else [])
     methods = results["methods"]
     rates = results.get("winrates", [])
     judge = rates[0]["judge"] if rates else None
@@ -74,21 +75,21 @@ def recipe_table(results: dict[str, Any]) -> str:
         acc, std = m["token_accuracy_mean"], m["token_accuracy_std"]
         seeds = len(m.get("seeds", results["seeds"]))
         cells = [str(seeds)]
-        for i in (i0, i1):
+        for i, _ in columns:
             cell = f"{acc[i]:.3f}" + (f" ± {std[i]:.3f}" if seeds > 1 else "")
             if base is not None and name != baseline:
                 cell += f" ({acc[i] - base['token_accuracy_mean'][i]:+.3f})"
             cells.append(cell)
         share = m["violation_share"].get(str(gammas[i0]))
         cells.append("—" if share is None else f"{round(share * m['layers'])} of {m['layers']}")
-        for g in (gammas[i0], stress):
+        for _, g in columns:
             row = next(
                 (w for w in rates if w["method"] == name and w["gamma"] == g and w["judge"] == judge), None
             )
             cells.append("baseline" if name == baseline else _pct(row["rate_mean"]) if row else "—")
         rows.append((m["label"], cells))
-    head = ["seeds", f"accuracy γ={gammas[i0]:g}", f"accuracy γ={stress:g}", f"layers going up (γ={gammas[i0]:g})",
-            f"win rate γ={gammas[i0]:g}", f"win rate γ={stress:g}"]  # fmt: skip
+    head = ["seeds", *(f"accuracy γ={g:g}" for _, g in columns), f"layers going up (γ={gammas[i0]:g})",
+            *(f"win rate γ={g:g}" for _, g in columns)]  # fmt: skip
     return table(head, rows)
 
 
