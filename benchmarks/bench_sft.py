@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"subsampled_time_ratio_max": 1.5, "subsampled_memory_ratio_max": 1.25, "zero_time_ratio_max": 1.05}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LATE_LAYERS = list(range(21, 31))
-MEASURED = ("unrolled.train.sft", "unrolled.train.hf", "unrolled.constrained", "unrolled.models.readouts",
-            "unrolled.models.hf")  # fmt: skip
+MEASURED = ("unrolled.train.sft", "unrolled.train.sft_config", "unrolled.train.hf", "unrolled.constrained",
+            "unrolled.models.readouts", "unrolled.models.hf")  # fmt: skip
 
 
 def long_examples(tokenizer: Any, count: int, length: int) -> list[dict[str, Any]]:
